@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of payesh library functions (retries, caching, schedules)."""

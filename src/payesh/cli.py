@@ -1,0 +1,333 @@
+"""The ``payesh`` command (SPEC §7).
+
+Every command takes ``--help``. Errors are one clear line on stderr and a non-zero exit;
+nothing is written to an existing store when the input is bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+from payesh.errors import PayeshError, PayeshWarning
+
+__all__ = ["main"]
+
+EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
+EXPORT_FORMATS = ("cog", "netcdf", "csv", "geojson", "parquet")
+
+
+def _default_store() -> str:
+    return os.environ.get("PAYESH_STORE", "data/store")
+
+
+def _last_year() -> tuple[str, str]:
+    year = date.today().year - 1
+    return f"{year}-01", f"{year}-12"
+
+
+@contextmanager
+def _progress() -> Iterator[None]:
+    """A rich progress bar fed by :mod:`payesh.progress` while the block runs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from payesh.progress import use_reporter
+
+    bars: dict[str, object] = {}
+    with Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+        disable=not sys.stderr.isatty() and os.environ.get("PAYESH_PROGRESS") != "1",
+    ) as bar:
+
+        def reporter(step: str, done: int, total: int) -> None:
+            if step not in bars:
+                bars[step] = bar.add_task(step, total=total)
+            bar.update(bars[step], completed=done, total=total)  # type: ignore[arg-type]
+
+        with use_reporter(reporter):
+            yield
+
+
+def _cmd_cities(args: argparse.Namespace) -> int:
+    from payesh.city import cities_dir, list_cities
+    from payesh.grid import tile_grid
+
+    folder = Path(args.dir) / "cities" if args.dir else cities_dir()
+    for city in list_cities(folder):
+        rows, cols = tile_grid(city).shape
+        bbox = ", ".join(f"{v:.3f}" for v in city.bbox)
+        print(f"{city.name:<12} {city.title:<36} {city.crs:<11} {rows}x{cols} tiles  [{bbox}]")
+    return 0
+
+
+def _run(
+    city: str,
+    *,
+    start: str,
+    end: str,
+    catalog: str,
+    store: str,
+    dask: str | None,
+    collections: list[str] | None,
+    export_dir: str | None,
+) -> dict[str, object]:
+    from payesh.city import load_city
+    from payesh.period import Period
+    from payesh.plan import plan_run
+
+    # Pre-flight, before Prefect starts: bad input fails here with one line, and
+    # nothing has touched the store.
+    plan = plan_run(load_city(city), catalog, Period.parse(start, end), collections=collections)
+    print(plan.summary())
+
+    # The CLI is the entry point that starts flows; the library itself never imports them.
+    from flows.monitor import monitor_city
+
+    with _progress():
+        return monitor_city(
+            city=city,
+            start=start,
+            end=end,
+            catalog=catalog,
+            store=store,
+            dask_address=dask,
+            collections=collections,
+            export_dir=export_dir,
+        )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from payesh.city import load_city
+    from payesh.period import Period
+
+    load_city(args.city)  # validate before anything starts
+    start, end = args.start, args.end
+    if start is None or end is None:
+        d_start, d_end = _last_year()
+        start, end = start or d_start, end or d_end
+    Period.parse(start, end)
+    result = _run(
+        args.city,
+        start=start,
+        end=end,
+        catalog=args.catalog or os.environ.get("PAYESH_CATALOG", EARTH_SEARCH),
+        store=args.store,
+        dask=args.dask or os.environ.get("PAYESH_DASK_ADDRESS"),
+        collections=args.collections.split(",") if args.collections else None,
+        export_dir=args.export_dir,
+    )
+    print(f"committed {result['snapshot']} to {result['store']}")
+    for kind, path in dict(result.get("exports", {})).items():  # type: ignore[call-overload]
+        print(f"exported {kind}: {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from payesh.city import load_city
+    from payesh.progress import report
+    from payesh.records import read_consumption, read_permits
+    from payesh.report import overview_png, summary_text
+    from payesh.store import open_indicators, open_sites
+    from payesh.synthetic import DemoSpec, generate_city, load_truth
+
+    out = Path(args.out)
+    store = args.store or str(out / "store")
+    spec = DemoSpec(size_km=args.size_km, start=args.start, end=args.end, seed=args.seed)
+    print(f"Generating the demo city ({spec.size_km:g} km, {spec.start}..{spec.end}) in {out} ...")
+    with _progress():
+        gen = generate_city(out, spec, progress=lambda step, i, n: report(f"generate {step}", i, n))
+    result = _run(
+        str(gen.manifest),
+        start=spec.start,
+        end=spec.end,
+        catalog=str(gen.catalog),
+        store=store,
+        dask=args.dask,
+        collections=None,
+        export_dir=str(out / "exports"),
+    )
+    city = load_city(gen.manifest)
+    tiles = open_indicators(city.name, store=store).compute()
+    pixels = open_indicators(city.name, store=store, group="pixels")
+    sites = open_sites(city.name, store=store)
+    png = overview_png(
+        pixels,
+        tiles,
+        sites,
+        out / "overview.png",
+        title=f"payesh — {city.title}",
+        permits=read_permits(city.permits) if city.permits else None,
+        consumption=read_consumption(city.consumption) if city.consumption else None,
+    )
+    print()
+    print(
+        summary_text(
+            tiles,
+            sites,
+            title=f"payesh demo — {city.title}: snapshot {result['snapshot']} in {result['store']}",
+            truth=load_truth(gen.truth_dir),
+            png=png,
+        )
+    )
+    for kind, path in dict(result.get("exports", {})).items():  # type: ignore[call-overload]
+        print(f"Exported {kind}: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from payesh.city import load_city
+    from payesh.export import export_sites, export_tiles_csv
+    from payesh.store import open_indicators, open_sites
+
+    city = load_city(args.city)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.layer == "sites":
+        if args.format not in ("geojson", "parquet"):
+            raise PayeshError(f"layer 'sites' exports as geojson or parquet, not {args.format!r}")
+        export_sites(open_sites(city.name, store=args.store), out, format=args.format)
+    elif args.layer == "tiles" and args.format == "csv":
+        export_tiles_csv(open_indicators(city.name, store=args.store), out, time=args.time)
+    else:
+        export_layer_any(city.name, args.layer, out, fmt=args.format, time=args.time, store=args.store)
+    print(f"wrote {out}")
+    return 0
+
+
+def export_layer_any(
+    city: str, layer: str, out: Path, *, fmt: str, time: str | None, store: str
+) -> None:
+    """Export ``layer`` from whichever store group holds it."""
+    from payesh.errors import StoreError
+    from payesh.export import export_layer
+    from payesh.store import open_indicators
+
+    known: list[str] = []
+    for group in ("tiles", "pixels", "ntl"):
+        try:
+            ds = open_indicators(city, store=store, group=group)
+        except StoreError:
+            if group == "tiles":
+                raise
+            continue
+        if layer in ds.data_vars:
+            export_layer(ds, layer, out, format=fmt, time=time)
+            return
+        known += [str(v) for v in ds.data_vars if v != "spatial_ref"]
+    raise PayeshError(
+        f"no layer {layer!r} in the store of {city} (layers: tiles, sites, {', '.join(known)})"
+    )
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from payesh.city import load_city
+    from payesh.store import history
+
+    city = load_city(args.city)
+    for entry in history(city.name, store=args.store):
+        print(f"{entry['snapshot_id']}  {entry['time']}  {entry['message']}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from payesh.training import train_builtup_from_demo
+
+    with _progress():
+        path = train_builtup_from_demo(
+            out_dir=Path(args.out), models_dir=Path(args.models), seed=args.seed
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="payesh",
+        description="Watch cities from space: energy-use and construction indicators per tile.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("cities", help="list city manifests")
+    c.add_argument("--dir", help="a datasets folder holding cities/*.yaml (default: the repo's)")
+    c.set_defaults(func=_cmd_cities)
+
+    store_help = "store root (default: $PAYESH_STORE or data/store)"
+
+    d = sub.add_parser("demo", help="generate the demo city offline and monitor it")
+    d.add_argument("--out", default="data/demo", help="where the demo city is generated")
+    d.add_argument("--store", default=None, help="store root (default: <out>/store)")
+    d.add_argument("--size-km", type=float, default=4.0, help="side of the square city, km")
+    d.add_argument("--start", default="2025-01", help="first month, YYYY-MM")
+    d.add_argument("--end", default="2025-12", help="last month, YYYY-MM")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the scenario")
+    d.add_argument("--dask", default=None, help="address of a Dask scheduler")
+    d.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser("run", help="monitor a city for a period and commit to its store")
+    r.add_argument("city", help="a manifest name (datasets/cities) or a manifest path")
+    r.add_argument("--start", help="first month, YYYY-MM (default: January of last year)")
+    r.add_argument("--end", help="last month, YYYY-MM (default: December of last year)")
+    r.add_argument("--catalog", help=f"STAC API URL or catalog.json path (default: {EARTH_SEARCH})")
+    r.add_argument("--store", default=_default_store(), help=store_help)
+    r.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
+    r.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
+    r.add_argument("--export-dir", help="also export tiles CSV and sites GeoJSON here")
+    r.set_defaults(func=_cmd_run)
+
+    e = sub.add_parser("export", help="export a layer from a city's store")
+    e.add_argument("city")
+    e.add_argument("layer", help="'tiles', 'sites', or an indicator name")
+    e.add_argument("--time", help="a month, YYYY-MM (default: all)")
+    e.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    e.add_argument("-o", "--output", required=True, help="file to write")
+    e.add_argument("--store", default=_default_store(), help=store_help)
+    e.set_defaults(func=_cmd_export)
+
+    h = sub.add_parser("history", help="list the committed versions of a city's store")
+    h.add_argument("city")
+    h.add_argument("--store", default=_default_store(), help=store_help)
+    h.set_defaults(func=_cmd_history)
+
+    t = sub.add_parser("train-builtup", help="(re)train the built-up classifier into models/")
+    t.add_argument("--out", default="data/training", help="where training cities are generated")
+    t.add_argument("--models", default=str(Path(__file__).resolve().parents[2] / "models"))
+    t.add_argument("--seed", type=int, default=101, help="seed of the training city")
+    t.set_defaults(func=_cmd_train)
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    if issubclass(category, PayeshWarning):
+        print(f"payesh: warning: {message}", file=sys.stderr)
+    else:
+        print(f"{category.__name__}: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", PayeshWarning)
+            warnings.showwarning = _show_warning
+            return int(args.func(args))
+    except PayeshError as err:
+        print(f"payesh: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("payesh: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

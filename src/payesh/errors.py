@@ -1,0 +1,44 @@
+"""One exception tree for payesh, and the typed warnings for degraded-but-usable data.
+
+Every error payesh raises on purpose derives from :class:`PayeshError`; the CLI prints
+its message as one line and exits non-zero. Messages name the file, key or value at
+fault and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class PayeshError(Exception):
+    """Base class of every error payesh raises on purpose."""
+
+
+class ManifestError(PayeshError):
+    """A city manifest (or a file it points to) is missing or invalid."""
+
+
+class SourceError(PayeshError):
+    """Imagery could not be found or read: catalog, search, assets."""
+
+
+class StoreError(PayeshError):
+    """The indicator store cannot be opened, read or committed."""
+
+
+class ExportError(PayeshError):
+    """A layer, time or format asked for cannot be exported."""
+
+
+class ModelError(PayeshError):
+    """A trained model is missing, of the wrong version, or cannot be loaded."""
+
+
+class PayeshWarning(UserWarning):
+    """Base class of payesh's warnings: the data is usable but degraded."""
+
+
+class CloudyMonthWarning(PayeshWarning):
+    """A month had no (or very few) clear observations; its values are stored as missing."""
+
+
+class MissingDataWarning(PayeshWarning):
+    """A product or item had no data for part of the period; counted in ``valid_fraction``."""

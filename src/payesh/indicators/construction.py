@@ -1,0 +1,436 @@
+"""Construction indicators (SPEC §5): persistent new built-up, sites, permits, tile sums.
+
+A pixel is *newly built* when it was not built-up at the start of the period and its
+built-up probability stays above a threshold in ``n`` of the last ``m`` clear monthly
+composites (persistence: a bright scene, a ploughed field or a cloudy month does not make
+a building). Connected groups of such pixels above a minimum area are *sites*; a site is
+*unauthorized* when no permit issued before it appeared overlaps it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+from rasterio import features as rio_features
+from scipy import ndimage
+
+from payesh.errors import PayeshError
+from payesh.grid import TileGrid
+from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+
+__all__ = [
+    "BUILTUP_THRESHOLD",
+    "MIN_SITE_AREA_M2",
+    "construction_tile_indicators",
+    "extract_sites",
+    "match_permits",
+    "persistent_builtup",
+]
+
+BUILTUP_THRESHOLD = 0.5
+"""Probability above which a pixel-month counts as built-up (the classifier's own
+decision boundary; its held-out precision/recall are measured there)."""
+MIN_SITE_AREA_M2 = 2000.0
+"""Least area of a site, m²: 20 pixels of 10 m — a small house with its yard; smaller
+groups are mostly edge noise of existing buildings and roads."""
+
+_NAT = np.datetime64("NaT", "ns")
+
+
+def _attrs(units: str, long_name: str, description: str) -> dict[str, str]:
+    return {"units": units, "long_name": long_name, "description": description}
+
+
+def _persistence_kernel(
+    prob: np.ndarray,
+    *,
+    times: np.ndarray,
+    threshold: float,
+    n: int,
+    m: int,
+    baseline: int,
+) -> np.ndarray:
+    """first_seen (…,) datetime64[ns] from probabilities (…, time)."""
+    lead = prob.shape[:-1]
+    p = prob.reshape(-1, prob.shape[-1])
+    n_pix, n_t = p.shape
+    valid = np.isfinite(p)
+    # clear months first, in time order (stable sort keeps the order)
+    order = np.argsort(~valid, axis=-1, kind="stable")
+    pc = np.take_along_axis(p, order, axis=-1)
+    n_clear = valid.sum(axis=-1)
+    q = np.arange(n_t)
+    inside = q[None, :] < n_clear[:, None]
+    above = inside & (pc > threshold)
+    existing = (above & (q[None, :] < baseline)).any(axis=-1)
+    cs = np.concatenate(
+        [np.zeros((n_pix, 1), np.int16), np.cumsum(above, axis=-1, dtype=np.int16)], axis=-1
+    )
+    start = np.maximum(q - m + 1, 0)
+    count = cs[:, q + 1] - cs[:, start]
+    satisfied = inside & (q[None, :] >= baseline) & (count >= n)
+    last = n_clear - 1
+    ok_last = np.take_along_axis(satisfied, np.maximum(last, 0)[:, None], axis=-1)[:, 0]
+    new = ~existing & (n_clear >= baseline + n) & ok_last
+    # start of the final run of satisfied windows that lasts to the last clear composite
+    unsat = inside & ~satisfied
+    last_unsat = np.where(unsat, q[None, :], -1).max(axis=-1)
+    q0 = last_unsat + 1
+    # first built-up composite inside the window ending at q0
+    lo = np.maximum(q0 - m + 1, 0)
+    in_win = above & (q[None, :] >= lo[:, None]) & (q[None, :] <= q0[:, None])
+    j = np.argmax(in_win, axis=-1)
+    month_idx = np.take_along_axis(order, j[:, None], axis=-1)[:, 0]
+    out = np.where(new, times[month_idx], _NAT)
+    return out.reshape(lead)
+
+
+def persistent_builtup(
+    prob: xr.DataArray,
+    *,
+    threshold: float = BUILTUP_THRESHOLD,
+    n: int = 3,
+    m: int = 4,
+    baseline: int = 1,
+) -> xr.DataArray:
+    """Date each pixel became persistently built-up during the period.
+
+    Only clear composites count (NaN months are skipped, neither built nor not). A pixel
+    above ``threshold`` in any of its first ``baseline`` clear composites was built before
+    the period (existing, not new). A pixel is newly built when, at its last clear
+    composite, at least ``n`` of its last ``m`` clear composites are above threshold;
+    ``first_seen`` is the first above-threshold month of the window that opens the final
+    unbroken stretch of such windows (the start of the run that is still standing).
+
+    Defaults: 3 of 4 clear months tolerates one dark or misclassified month while a
+    single bright scene (1 of 4) or a two-month cleared field cannot qualify; requiring
+    the run to last to the end drops temporary bright surfaces. A baseline of one clear
+    composite is conservative: anything bright at the start is not reported as new.
+
+    Parameters
+    ----------
+    prob
+        ``builtup_prob`` (time, y, x), unitless in [0, 1], NaN where not clear.
+    threshold
+        Probability above which a pixel-month is built-up.
+    n, m
+        Persistence: above threshold in ≥ ``n`` of the last ``m`` clear composites.
+    baseline
+        Number of first clear composites defining what already existed.
+
+    Returns
+    -------
+    xr.DataArray
+        ``first_seen`` (y, x) datetime64[ns], NaT where not newly built; lazy on Dask.
+    """
+    if not 1 <= n <= m:
+        raise PayeshError(f"persistence needs 1 <= n <= m, got n={n}, m={m}")
+    times = prob["time"].values.astype("datetime64[ns]")
+    out = xr.apply_ufunc(
+        _persistence_kernel,
+        prob,
+        input_core_dims=[["time"]],
+        dask="parallelized",
+        output_dtypes=[np.dtype("datetime64[ns]")],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+        kwargs={
+            "times": times,
+            "threshold": float(threshold),
+            "n": int(n),
+            "m": int(m),
+            "baseline": int(baseline),
+        },
+    )
+    out = out.drop_vars("time", errors="ignore")
+    return out.rename("first_seen").assign_attrs(
+        long_name="first seen built-up",
+        description=(
+            f"first month of the persistent built-up run (prob > {threshold} in >= {n} of "
+            f"the last {m} clear composites, not built in the first {baseline} clear "
+            "composite(s)); NaT = not newly built"
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------ sites
+
+_SITE_COLUMNS = ["site_id", "first_seen", "area_m2", "tile", "confidence"]
+
+
+def _tile_of(tg: TileGrid, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    left, _, _, top = tg.geobox.boundingbox
+    rows, cols = tg.shape
+    r = np.clip(np.floor((top - y) / tg.tile_size).astype(int), 0, rows - 1)
+    c = np.clip(np.floor((x - left) / tg.tile_size).astype(int), 0, cols - 1)
+    return np.asarray(tg.names[r, c], dtype=object)
+
+
+def _mean_prob_since(prob: xr.DataArray, first_seen: np.ndarray) -> np.ndarray:
+    """Mean probability of each pixel over its clear months since ``first_seen``."""
+    fs = xr.DataArray(first_seen, dims=prob.dims[1:])
+    after = prob["time"] >= fs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = prob.where(after).mean("time", skipna=True)
+    return np.asarray(mean.values, dtype="float64")
+
+
+def extract_sites(
+    first_seen: xr.DataArray,
+    tg: TileGrid,
+    *,
+    min_area_m2: float = MIN_SITE_AREA_M2,
+    prob: xr.DataArray | None = None,
+) -> gpd.GeoDataFrame:
+    """Connected groups of newly built pixels: the construction sites.
+
+    Parameters
+    ----------
+    first_seen
+        (y, x) datetime64[ns] on ``tg.geobox`` (:func:`persistent_builtup`); computed.
+    tg
+        The tile grid (its geobox is the pixel grid of ``first_seen``).
+    min_area_m2
+        Least site area, m² (see :data:`MIN_SITE_AREA_M2`).
+    prob
+        ``builtup_prob`` (time, y, x), for the confidence; optional.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        In the city CRS, one row per site (8-connected pixels), ordered by position:
+        ``site_id`` (``<tile>-<n>``, n from 1 within each tile), ``first_seen`` (the
+        median month of the site's pixels, taken as the lower median so it is a month
+        one of its pixels was actually seen — robust to a few early noisy pixels),
+        ``area_m2``, ``tile`` (tile of the centroid), ``confidence`` (0–1: mean
+        probability of the site's pixels over their clear months since ``first_seen`` ×
+        a size factor rising linearly from 0.5 at ``min_area_m2`` to 1 at 4×; without
+        ``prob`` the size factor alone), ``geometry`` (pixel-edged polygons).
+    """
+    fs = np.asarray(first_seen.values).astype("datetime64[ns]")
+    new = ~np.isnat(fs)
+    gbox = tg.geobox
+    crs = gbox.crs
+    empty = gpd.GeoDataFrame(
+        {
+            c: pd.Series(dtype="datetime64[ns]" if c == "first_seen" else object)
+            for c in _SITE_COLUMNS
+        },
+        geometry=gpd.GeoSeries([], crs=crs),
+        crs=crs,
+    )
+    if fs.shape != gbox.shape:
+        raise PayeshError(f"first_seen of shape {fs.shape} is not on the tile grid {gbox.shape}")
+    pixel_area = abs(gbox.resolution.x * gbox.resolution.y)
+    labels, n_labels = ndimage.label(new, structure=np.ones((3, 3), dtype=bool))
+    if n_labels == 0:
+        return empty
+    sizes = np.bincount(labels.ravel(), minlength=n_labels + 1)
+    keep = np.nonzero(sizes * pixel_area >= min_area_m2)[0]
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return empty
+    kept = np.where(np.isin(labels, keep), labels, 0).astype("int32")
+    shapes: dict[int, list[Any]] = {}
+    for geom, value in rio_features.shapes(
+        kept, mask=kept > 0, transform=gbox.transform, connectivity=8
+    ):
+        shapes.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    mean_prob = _mean_prob_since(prob, fs) if prob is not None else None
+    rows: list[dict[str, Any]] = []
+    geoms = []
+    for lab in keep:
+        mask = kept == lab
+        months = np.sort(fs[mask])
+        area = float(mask.sum() * pixel_area)
+        poly = shapely.make_valid(shapely.unary_union(shapes[int(lab)]))
+        size_factor = min(1.0, 0.5 + 0.5 * (area - min_area_m2) / (3 * min_area_m2))
+        if mean_prob is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mp = float(np.nanmean(mean_prob[mask]))
+            conf = (mp if np.isfinite(mp) else 0.0) * size_factor
+        else:
+            conf = size_factor
+        rows.append(
+            {
+                "first_seen": months[(months.size - 1) // 2],
+                "area_m2": area,
+                "confidence": float(np.clip(conf, 0.0, 1.0)),
+            }
+        )
+        geoms.append(poly)
+    gdf = gpd.GeoDataFrame(rows, geometry=geoms, crs=crs)
+    cent = gdf.geometry.centroid
+    gdf["tile"] = _tile_of(tg, cent.x.to_numpy(), cent.y.to_numpy())
+    n_in_tile = gdf.groupby("tile").cumcount() + 1
+    gdf["site_id"] = [f"{t}-{k:02d}" for t, k in zip(gdf["tile"], n_in_tile, strict=True)]
+    gdf["first_seen"] = pd.to_datetime(gdf["first_seen"]).astype("datetime64[ns]")
+    return gdf[[*_SITE_COLUMNS, "geometry"]]
+
+
+def _naive_month(values: Any) -> pd.Series:
+    t = pd.to_datetime(pd.Series(values))
+    if t.dt.tz is not None:
+        t = t.dt.tz_convert("UTC").dt.tz_localize(None)
+    return t.dt.to_period("M")
+
+
+def match_permits(sites: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame:
+    """Mark each site permitted or unauthorized.
+
+    A site is ``"permitted"`` when a permit polygon overlapping it (intersection of
+    positive area) was issued in or before the month of its ``first_seen`` (compared by
+    month, since ``first_seen`` is a monthly composite); else ``"unauthorized"``.
+
+    Parameters
+    ----------
+    sites
+        From :func:`extract_sites`.
+    permits
+        Polygons with ``permit_id`` and ``issued`` (datetime), any CRS; invalid
+        geometries are repaired with ``shapely.make_valid``. None → all unauthorized.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        A copy of ``sites`` with ``status`` and ``permit_id`` (the permit overlapping the
+        site most, or None).
+    """
+    out = sites.copy()
+    out["status"] = "unauthorized"
+    out["permit_id"] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    if permits is None or len(permits) == 0 or len(out) == 0:
+        return out
+    for col in ("permit_id", "issued"):
+        if col not in permits:
+            raise PayeshError(f"permits lack the column {col!r} (need permit_id, issued, geometry)")
+    if permits.crs is None:
+        raise PayeshError("permits have no CRS; save them with one (GeoJSON is EPSG:4326)")
+    p = permits.to_crs(out.crs)
+    geoms = shapely.make_valid(np.asarray(p.geometry.values))
+    issued = _naive_month(p["issued"]).to_numpy()
+    ids = p["permit_id"].to_numpy()
+    site_month = _naive_month(out["first_seen"]).to_numpy()
+    tree = shapely.STRtree(geoms)
+    site_geoms = np.asarray(out.geometry.values)
+    s_idx, p_idx = tree.query(site_geoms, predicate="intersects")
+    best: dict[int, tuple[float, Any]] = {}
+    for si, pi in zip(s_idx, p_idx, strict=True):
+        if pd.isna(issued[pi]) or issued[pi] > site_month[si]:
+            continue
+        overlap = float(shapely.area(shapely.intersection(site_geoms[si], geoms[pi])))
+        if overlap > 0 and overlap > best.get(int(si), (0.0, None))[0]:
+            best[int(si)] = (overlap, ids[pi])
+    for si, (_, pid) in best.items():
+        out.iloc[si, out.columns.get_loc("status")] = "permitted"
+        out.iloc[si, out.columns.get_loc("permit_id")] = pid
+    return out
+
+
+# ------------------------------------------------------------------------ tile outputs
+
+
+def construction_tile_indicators(
+    prob: xr.DataArray,
+    first_seen: xr.DataArray,
+    sites: gpd.GeoDataFrame,
+    tg: TileGrid,
+    *,
+    threshold: float = BUILTUP_THRESHOLD,
+) -> xr.Dataset:
+    """Construction indicators per tile and month.
+
+    Parameters
+    ----------
+    prob
+        ``builtup_prob`` (time, y, x) on ``tg.geobox``, NaN where not clear.
+    first_seen
+        (y, x) datetime64[ns] from :func:`persistent_builtup`.
+    sites
+        From :func:`match_permits` (needs ``status``, ``first_seen``, ``tile``).
+    tg
+        The tile grid.
+    threshold
+        Built-up probability threshold.
+
+    Returns
+    -------
+    xr.Dataset
+        (time, tile_y, tile_x): ``builtup_fraction`` (share of the tile's clear pixels
+        with prob > threshold; NaN when none is clear), ``builtup_valid_fraction`` (share
+        of the tile's pixels clear that month), ``new_builtup_m2`` (area with
+        ``first_seen`` ≤ month, m²), ``unauthorized_m2`` (area of the parts of
+        unauthorized sites in the tile with ``first_seen`` ≤ month, m²),
+        ``unauthorized_sites`` (count of unauthorized sites whose centroid tile is the tile
+        and ``first_seen`` ≤ month). Lazy on Dask except the site terms (small, from
+        ``sites``).
+    """
+    if "status" not in sites:
+        raise PayeshError("sites have no 'status'; run match_permits(sites, permits) first")
+    k = tg.tile_pixels
+    valid = prob.notnull()
+    built = (prob > threshold).where(valid)
+    n_valid = tile_reduce(valid.astype("float32"), tg, how="sum", pixels_per_tile=k)
+    n_built = tile_reduce(built.astype("float32"), tg, how="sum", pixels_per_tile=k)
+    bfrac = (n_built / n_valid.where(n_valid > 0)).astype("float32")
+    vfrac = (n_valid / float(k * k)).astype("float32")
+    pixel_area = abs(tg.geobox.resolution.x * tg.geobox.resolution.y)
+    times = prob["time"]
+    is_new = (first_seen <= times).astype("float32")
+    new_m2 = (tile_reduce(is_new, tg, how="sum", pixels_per_tile=k) * pixel_area).astype("float32")
+    new_m2 = new_m2.transpose("time", "tile_y", "tile_x")
+    # site terms, numpy (sites are few)
+    rows, cols = tg.shape
+    tvals = times.values.astype("datetime64[ns]")
+    unauth_m2 = np.zeros((tvals.size, rows, cols), dtype="float64")
+    unauth_n = np.zeros((tvals.size, rows, cols), dtype="int32")
+    bad = sites[sites["status"] == "unauthorized"]
+    if len(bad):
+        index = {name: divmod(i, cols) for i, name in enumerate(tg.names.ravel())}
+        tiles = [(index[name], poly.geom) for name, poly in tg.tile_polygons()]
+        tree = shapely.STRtree(np.asarray([g for _, g in tiles]))
+        for fs, tile, geom in zip(bad["first_seen"], bad["tile"], bad.geometry, strict=True):
+            since = tvals >= pd.Timestamp(fs).as_unit("ns").to_datetime64()
+            r, c = index[str(tile)]
+            unauth_n[since, r, c] += 1
+            for ti in tree.query(geom, predicate="intersects"):
+                (tr, tc), tgeom = tiles[int(ti)]
+                unauth_m2[since, tr, tc] += float(shapely.area(shapely.intersection(geom, tgeom)))
+    coords = tile_coords_dataset(tg).coords
+    dims = ("time", "tile_y", "tile_x")
+    site_vars = xr.Dataset(
+        {
+            "unauthorized_m2": (dims, unauth_m2.astype("float32")),
+            "unauthorized_sites": (dims, unauth_n),
+        },
+        coords={"time": times.values, **coords},
+    )
+    ds = xr.Dataset(
+        {
+            "builtup_fraction": bfrac.assign_attrs(
+                _attrs("1", "built-up fraction", f"share of clear pixels with prob > {threshold}")
+            ),
+            "builtup_valid_fraction": vfrac.assign_attrs(
+                _attrs("1", "built-up valid fraction", "share of the tile's pixels clear")
+            ),
+            "new_builtup_m2": new_m2.assign_attrs(
+                _attrs("m2", "new built-up area", "area newly built (first_seen <= month)")
+            ),
+        }
+    )
+    ds["unauthorized_m2"] = site_vars["unauthorized_m2"].assign_attrs(
+        _attrs("m2", "unauthorized built-up area", "area of unauthorized sites seen by the month")
+    )
+    ds["unauthorized_sites"] = site_vars["unauthorized_sites"].assign_attrs(
+        _attrs(
+            "1", "unauthorized sites", "count of unauthorized sites (centroid tile) by the month"
+        )
+    )
+    return ds.transpose("time", "tile_y", "tile_x")

@@ -1,0 +1,136 @@
+"""Tile coordinates and pixel-to-tile reductions shared by the indicator modules.
+
+Tile-level outputs have dims ``(…, tile_y, tile_x)`` whose 1-D coordinates are the
+projected tile centres (metres, city CRS) and whose 2-D coordinates are the tile name
+(``tile``) and the tile centre in WGS84 (``lon``, ``lat``). A pixel grid reduces to tiles
+when its pixels nest in tiles: the 10 m city grid (``k = tg.tile_pixels``) or a coarser
+aligned grid such as Landsat's on ``aligned_geobox(city, 30)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import xarray as xr
+
+from payesh.errors import PayeshError
+from payesh.grid import TileGrid
+
+__all__ = ["pixels_per_tile", "spatial_dims", "tile_coords_dataset", "tile_reduce"]
+
+Reduction = Literal["sum", "mean", "count"]
+
+
+def spatial_dims(da: xr.DataArray | xr.Dataset) -> tuple[str, str]:
+    """Names of the (row, column) dims of a raster: ``(y, x)`` or ``(latitude, longitude)``."""
+    dims = tuple(da.dims)
+    for pair in (("y", "x"), ("latitude", "longitude"), ("lat", "lon")):
+        if pair[0] in dims and pair[1] in dims:
+            return pair
+    raise PayeshError(f"raster with dims {dims} has no (y, x) or (latitude, longitude) dims")
+
+
+def tile_coords_dataset(tg: TileGrid) -> xr.Dataset:
+    """An empty dataset holding the tile coordinates of ``tg``.
+
+    Returns
+    -------
+    xr.Dataset
+        Coords ``tile_y``, ``tile_x`` (tile centres, metres in the city CRS), and 2-D
+        ``tile`` (names ``r{row:03d}c{col:03d}``), ``lon``, ``lat`` (degrees, WGS84).
+    """
+    ys, xs = tg.tile_coords()
+    lon, lat = tg.centres_lonlat()
+    dims = ("tile_y", "tile_x")
+    crs = str(tg.geobox.crs)
+    return xr.Dataset(
+        coords={
+            "tile_y": ("tile_y", ys, {"units": "m", "long_name": "tile centre y", "crs": crs}),
+            "tile_x": ("tile_x", xs, {"units": "m", "long_name": "tile centre x", "crs": crs}),
+            "tile": (dims, tg.names.astype(str), {"long_name": "tile name"}),
+            "lon": (dims, lon, {"units": "degrees_east", "long_name": "tile centre longitude"}),
+            "lat": (dims, lat, {"units": "degrees_north", "long_name": "tile centre latitude"}),
+        }
+    )
+
+
+def pixels_per_tile(da: xr.DataArray, tg: TileGrid) -> int:
+    """Pixels of ``da`` along one tile side, from its ``x`` coordinate spacing.
+
+    Raises
+    ------
+    PayeshError
+        If the pixels do not nest in the tiles of ``tg``.
+    """
+    _, xdim = spatial_dims(da)
+    x = np.asarray(da[xdim].values, dtype="float64")
+    if x.size < 2:
+        raise PayeshError(
+            "cannot infer the pixel size of a raster one pixel wide; pass pixels_per_tile"
+        )
+    res = abs(float(x[1] - x[0]))
+    k = tg.tile_size / res
+    if abs(k - round(k)) > 1e-6 or round(k) < 1:
+        raise PayeshError(
+            f"pixel size {res:g} m does not nest in {tg.tile_size:g} m tiles; "
+            "use payesh.grid.aligned_geobox for the raster"
+        )
+    return round(k)
+
+
+def tile_reduce(
+    da: xr.DataArray,
+    tg: TileGrid,
+    *,
+    how: Reduction = "sum",
+    pixels_per_tile: int | None = None,
+) -> xr.DataArray:
+    """Reduce a pixel raster ``(…, y, x)`` to tiles ``(…, tile_y, tile_x)`` with ``coarsen``.
+
+    Parameters
+    ----------
+    da
+        Raster on a grid whose pixels nest in the tiles of ``tg`` and that covers exactly
+        the city grid (e.g. ``tg.geobox`` or ``aligned_geobox(city, 30)``). NaN = missing.
+    tg
+        The tile grid.
+    how
+        ``"sum"`` (NaN pixels skipped; a tile with no valid pixel sums to 0), ``"mean"``
+        (mean of the valid pixels; NaN where none), or ``"count"`` (number of non-NaN pixels).
+    pixels_per_tile
+        Pixels per tile side; default: inferred from ``da``'s ``x`` spacing.
+
+    Returns
+    -------
+    xr.DataArray
+        Same dtype family as ``da`` (``count`` is int), lazily if ``da`` is Dask-backed,
+        with the coords of :func:`tile_coords_dataset`. Attributes are not kept.
+    """
+    ydim, xdim = spatial_dims(da)
+    k = pixels_per_tile if pixels_per_tile is not None else _pixels_per_tile(da, tg)
+    rows, cols = tg.shape
+    if da.sizes[ydim] != rows * k or da.sizes[xdim] != cols * k:
+        raise PayeshError(
+            f"raster of {da.sizes[ydim]}x{da.sizes[xdim]} pixels does not cover the "
+            f"{rows}x{cols} tiles of {k}x{k} pixels each"
+        )
+    da = da.drop_vars([c for c in da.coords if c not in da.dims or c in (ydim, xdim)])
+    window = da.coarsen({ydim: k, xdim: k})
+    if how == "sum":
+        out = window.sum()
+    elif how == "count":
+        out = window.count()
+    elif how == "mean":
+        total = window.sum()
+        n = window.count()
+        out = (total / n.where(n > 0)).astype(da.dtype if da.dtype.kind == "f" else "float64")
+    else:
+        raise PayeshError(f"tile_reduce: how={how!r} is not one of 'sum', 'mean', 'count'")
+    out = out.rename({ydim: "tile_y", xdim: "tile_x"}).drop_vars(
+        ["tile_y", "tile_x"], errors="ignore"
+    )
+    return out.assign_coords(tile_coords_dataset(tg).coords)
+
+
+_pixels_per_tile = pixels_per_tile

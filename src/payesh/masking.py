@@ -1,0 +1,116 @@
+"""Cloud and quality masks: which observations are clear.
+
+Masks only ever remove observations (a pixel masked by any rule stays masked), and
+masked values become NaN, never zero, so that later counts of clear observations and
+``valid_fraction`` stay honest.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+from scipy import ndimage
+
+__all__ = [
+    "QA_PIXEL_MASKED_BITS",
+    "SCL_MASKED",
+    "SCL_SNOW",
+    "landsat_clear",
+    "mask_landsat",
+    "mask_s2",
+    "mask_viirs",
+    "scl_clear",
+]
+
+# Sentinel-2 L2A scene classes treated as not clear (ESA L2A Product Definition, SCL):
+# 0 no data, 1 saturated/defective, 3 cloud shadow, 8 cloud medium probability,
+# 9 cloud high probability, 10 thin cirrus. 11 (snow/ice) is optional.
+SCL_MASKED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
+SCL_SNOW = 11
+_SCL_CLOUDY = (3, 8, 9, 10)  # the classes whose edges are dilated by the buffer
+
+# Landsat Collection 2 QA_PIXEL bits (USGS LSDS-1619): 0 fill, 1 dilated cloud,
+# 2 cirrus, 3 cloud, 4 cloud shadow.
+QA_PIXEL_MASKED_BITS: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+
+def _dilate(block: np.ndarray, buffer_px: int) -> np.ndarray:
+    if buffer_px <= 0:
+        return block
+    structure = np.zeros((1, 2 * buffer_px + 1, 2 * buffer_px + 1), dtype=bool)
+    yy, xx = np.mgrid[-buffer_px : buffer_px + 1, -buffer_px : buffer_px + 1]
+    structure[0] = yy**2 + xx**2 <= buffer_px**2
+    return ndimage.binary_dilation(block, structure=structure)
+
+
+def scl_clear(scl: xr.DataArray, *, mask_snow: bool = False, buffer_px: int = 0) -> xr.DataArray:
+    """Clear-observation mask from the Sentinel-2 SCL band.
+
+    Parameters
+    ----------
+    scl
+        Scene classification, dims (time, y, x).
+    mask_snow
+        Also mask class 11 (snow and ice).
+    buffer_px
+        Dilate clouds and shadows by this many pixels (of ``scl``'s grid) before masking.
+
+    Returns
+    -------
+    xarray.DataArray
+        bool, True where the observation is clear.
+    """
+    masked = list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])
+    bad = scl.isin(masked)
+    if buffer_px > 0:
+        cloudy = scl.isin(list(_SCL_CLOUDY))
+        if cloudy.chunks is not None:
+            grown = cloudy.data.map_overlap(
+                _dilate, depth={0: 0, 1: buffer_px, 2: buffer_px}, boundary=False,
+                buffer_px=buffer_px, dtype=bool,
+            )
+        else:
+            grown = _dilate(cloudy.values, buffer_px)
+        bad = bad | cloudy.copy(data=grown)
+    return ~bad
+
+
+def mask_s2(
+    ds: xr.Dataset,
+    bands: tuple[str, ...],
+    *,
+    mask_snow: bool = False,
+    buffer_px: int = 0,
+) -> xr.Dataset:
+    """Sentinel-2 reflectance with unclear observations set to NaN, plus ``clear``."""
+    clear = scl_clear(ds["scl"], mask_snow=mask_snow, buffer_px=buffer_px)
+    out = xr.Dataset({b: ds[b].where(clear) for b in bands})
+    for b in bands:
+        out[b].attrs = ds[b].attrs
+    out["clear"] = clear & ds[bands[0]].notnull()
+    out["observed"] = ds["scl"] != 0
+    out.attrs = ds.attrs
+    return out
+
+
+def landsat_clear(qa_pixel: xr.DataArray) -> xr.DataArray:
+    """True where none of the QA_PIXEL fill/cloud/shadow bits (0–4) is set."""
+    mask = sum(1 << b for b in QA_PIXEL_MASKED_BITS)
+    return (qa_pixel & mask) == 0
+
+
+def mask_landsat(ds: xr.Dataset) -> xr.Dataset:
+    """Landsat LST with cloudy, shadowed and fill observations set to NaN, plus ``clear``."""
+    clear = landsat_clear(ds["qa_pixel"]) & ds["lst"].notnull()
+    out = xr.Dataset({"lst": ds["lst"].where(clear), "clear": clear})
+    out["lst"].attrs = ds["lst"].attrs
+    out.attrs = ds.attrs
+    return out
+
+
+def mask_viirs(ds: xr.Dataset) -> xr.Dataset:
+    """Night lights with ``cf_cvg == 0`` (no cloud-free observation) set to missing, not dark."""
+    out = ds.copy()
+    out["radiance"] = ds["radiance"].where(ds["cf_cvg"] > 0)
+    out["radiance"].attrs = ds["radiance"].attrs
+    return out

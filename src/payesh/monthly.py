@@ -1,0 +1,130 @@
+"""One product-month: load → mask → composite, as a lazy Dask-backed Dataset.
+
+These are the units of work a flow schedules (one task per product and month). A month
+without any item is returned all-missing with zero counts, never as zeros.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+
+from payesh.composite import monthly_composite
+from payesh.errors import CloudyMonthWarning
+from payesh.masking import mask_landsat, mask_s2, mask_viirs
+from payesh.sources.load import S2_REFLECTANCE, load_landsat_lst, load_s2, load_viirs
+
+__all__ = ["empty_month", "landsat_month", "s2_month", "viirs_month"]
+
+
+def empty_month(
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    variables: Mapping[str, str],
+    *,
+    attrs: Mapping[str, Mapping[str, str]] | None = None,
+) -> xr.Dataset:
+    """A month with no observation: float variables NaN, integer counts 0."""
+    base = xr_zeros(geobox, dtype="float32")
+    data = {}
+    for name, dtype in variables.items():
+        fill = np.nan if np.dtype(dtype).kind == "f" else 0
+        da = xr.full_like(base, fill, dtype=dtype).expand_dims(time=[month])
+        da.attrs = dict((attrs or {}).get(name, {}))
+        data[name] = da
+    out = xr.Dataset(data)
+    if "spatial_ref" in out.coords:
+        out = out.drop_vars("spatial_ref")
+    out.attrs["source_items"] = []
+    return out
+
+
+def _warn_if_cloudy(comp: xr.Dataset, month: pd.Timestamp, what: str) -> None:
+    if int(comp["clear_count"].max()) == 0:
+        warnings.warn(
+            f"{what} {month:%Y-%m}: no clear observation; stored as missing",
+            CloudyMonthWarning,
+            stacklevel=3,
+        )
+
+
+def s2_month(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    *,
+    chunks: Mapping[str, int] | None = None,
+    buffer_px: int = 1,
+    bands: Sequence[str] = S2_REFLECTANCE,
+) -> xr.Dataset:
+    """Monthly median Sentinel-2 surface reflectance on the city grid.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``bands`` float32 reflectance (NaN where no clear observation), ``clear_count``
+        and ``obs_count`` int16; dims (time=1, y, x). ``attrs["source_items"]`` lists the
+        item ids read.
+    """
+    if not items:
+        variables = {b: "float32" for b in bands} | {"clear_count": "int16", "obs_count": "int16"}
+        return empty_month(geobox, month, variables)
+    raw = load_s2(items, geobox, bands=bands, chunks=chunks)
+    masked = mask_s2(raw, tuple(bands), buffer_px=buffer_px)
+    comp = monthly_composite(masked, bands, pd.DatetimeIndex([month]), how="median")
+    comp.attrs["source_items"] = list(raw.attrs["source_items"])
+    return comp
+
+
+def landsat_month(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    *,
+    chunks: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """Monthly mean clear-sky land surface temperature (°C) with its count ``lst_count``."""
+    if not items:
+        out = empty_month(geobox, month, {"lst": "float32", "lst_count": "int16"})
+        out["lst"].attrs.update(units="degC", long_name="land surface temperature")
+        return out
+    raw = load_landsat_lst(items, geobox, chunks=chunks)
+    masked = mask_landsat(raw)
+    comp = monthly_composite(masked, ["lst"], pd.DatetimeIndex([month]), how="mean")
+    out = xr.Dataset({"lst": comp["lst"], "lst_count": comp["clear_count"]})
+    out["lst_count"].attrs.update(units="1", long_name="clear Landsat observations in the month")
+    out.attrs["source_items"] = list(raw.attrs["source_items"])
+    return out
+
+
+def viirs_month(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    *,
+    chunks: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """The month's night lights on their native grid; ``cf_cvg == 0`` is missing, not dark."""
+    if not items:
+        out = empty_month(geobox, month, {"radiance": "float32", "cf_cvg": "uint16"})
+        out = out.rename({"latitude": "y", "longitude": "x"}) if "latitude" in out.dims else out
+        out["radiance"].attrs.update(units="nW cm-2 sr-1", long_name="night-time radiance")
+        return out
+    raw = mask_viirs(load_viirs(items, geobox, chunks=chunks))
+    if raw.sizes["time"] > 1:  # several composites in one month: weight by clear observations
+        w = raw["cf_cvg"].astype("float32")
+        rad = (raw["radiance"].fillna(0) * w).sum("time") / w.sum("time").where(w.sum("time") > 0)
+        cvg = raw["cf_cvg"].sum("time").astype("uint16")
+        out = xr.Dataset({"radiance": rad.astype("float32"), "cf_cvg": cvg}).expand_dims(time=[month])
+        out["radiance"].attrs = raw["radiance"].attrs
+    else:
+        out = raw.assign_coords(time=[month])
+    out.attrs["source_items"] = list(raw.attrs["source_items"])
+    return out

@@ -1,0 +1,668 @@
+"""The indicator store: one versioned Zarr v3 (Icechunk) repository per city.
+
+Layout: ``<store_root>/<city>`` is an Icechunk repository whose branch ``main`` holds
+the groups ``tiles`` (time, tile_y, tile_x), ``pixels`` (time, y, x on the city grid),
+``ntl`` (time, y, x on the night-light grid) and ``sites`` (site). Every raster group
+carries a CF grid-mapping variable ``spatial_ref`` (``crs_wkt`` + ``GeoTransform``)
+that rioxarray and GDAL read; every array is written with a Zstandard compressor
+followed by a ``crc32c`` checksum codec. Root attributes hold the provenance of the
+latest run; each commit's metadata holds the provenance of its own run.
+
+A run is written by :func:`write_run` as ONE commit: readers see either the previous
+snapshot or the new one, never a half-written month, and a crash before the commit
+leaves the last committed snapshot intact. Commits of one city are serialized by an
+exclusive lock on ``<store_root>/<city>.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time as _time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dask
+import geopandas as gpd
+import icechunk
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+import zarr
+from pyproj import CRS
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.errors import GroupNotFoundError
+
+from payesh.errors import StoreError
+
+__all__ = [
+    "DEFAULT_STORE_ROOT",
+    "GROUPS",
+    "SITE_COLUMNS",
+    "STORE_ENV",
+    "history",
+    "open_indicators",
+    "open_sites",
+    "sites_from_dataset",
+    "sites_to_dataset",
+    "store_path",
+    "write_run",
+]
+
+DEFAULT_STORE_ROOT = "./data/store"
+STORE_ENV = "PAYESH_STORE"
+BRANCH = "main"
+STORE_FORMAT_VERSION = 1
+
+#: Spatial dimensions (y, x) of each raster group.
+RASTER_GROUPS: dict[str, tuple[str, str]] = {
+    "tiles": ("tile_y", "tile_x"),
+    "pixels": ("y", "x"),
+    "ntl": ("y", "x"),
+}
+GROUPS = (*RASTER_GROUPS, "sites")
+SITE_COLUMNS = (
+    "site_id",
+    "first_seen",
+    "area_m2",
+    "tile",
+    "status",
+    "permit_id",
+    "confidence",
+    "geometry",
+)
+_SPATIAL_CHUNK = 1024
+_CITY_RE = re.compile(r"^[a-z0-9_-]+$")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _store_root(store: str | os.PathLike[str] | None) -> str:
+    if store is None:
+        store = os.environ.get(STORE_ENV) or DEFAULT_STORE_ROOT
+    return os.fspath(store)
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def store_path(city_name: str, store: str | os.PathLike[str] | None = None) -> str:
+    """Location of a city's store.
+
+    Parameters
+    ----------
+    city_name
+        The city's id (``[a-z0-9_-]+``).
+    store
+        Store root: a local directory (later also an object-store URI such as
+        ``s3://bucket/prefix``). Default: ``$PAYESH_STORE`` or ``./data/store``.
+
+    Returns
+    -------
+    str
+        ``<store_root>/<city_name>``.
+    """
+    if not _CITY_RE.match(city_name):
+        raise StoreError(f"invalid city name {city_name!r}: use lowercase letters, digits, _ and -")
+    root = _store_root(store)
+    if _is_uri(root):
+        return f"{root.rstrip('/')}/{city_name}"
+    return str(Path(root.removeprefix("file://")) / city_name)
+
+
+def _storage(path: str) -> icechunk.Storage:
+    if _is_uri(path):
+        # Object stores (icechunk.s3_storage etc.) plug in here; the file lock below
+        # then has to become a conditional-write lease.
+        raise StoreError(f"store {path!r}: only local directories are supported for now")
+    return icechunk.local_filesystem_storage(str(Path(path).resolve()))
+
+
+def _open_repo(city_name: str, store: str | os.PathLike[str] | None) -> icechunk.Repository:
+    path = store_path(city_name, store)
+    if not _is_uri(path) and not Path(path).exists():
+        raise StoreError(
+            f"no store for city {city_name} at {path} — run `payesh run {city_name}` first"
+        )
+    try:
+        return icechunk.Repository.open(_storage(path))
+    except icechunk.IcechunkError as err:
+        raise StoreError(f"cannot open the store of {city_name} at {path}: {err}") from err
+
+
+def _readonly_session(repo: icechunk.Repository, city_name: str, version: str | None) -> Any:
+    try:
+        if version is None:
+            return repo.readonly_session(branch=BRANCH)
+        return repo.readonly_session(snapshot_id=version)
+    except (icechunk.IcechunkError, ValueError) as err:
+        what = f"version {version!r}" if version else f"branch {BRANCH!r}"
+        raise StoreError(
+            f"store of {city_name} has no {what}; list versions with payesh.store.history"
+        ) from err
+
+
+# --------------------------------------------------------------------------- lock
+
+
+@contextmanager
+def _city_lock(root: str, city_name: str, timeout: float) -> Iterator[None]:
+    """Exclusive ``flock`` on ``<root>/<city>.lock``, waiting at most ``timeout`` seconds."""
+    lock_path = Path(root) / f"{city_name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = _time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"store of {city_name} is locked by another writer ({lock_path}); "
+                        f"waited {timeout:g} s — retry when that run has finished"
+                    ) from None
+                _time.sleep(min(0.05, left))
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- CRS
+
+
+def _find_crs(ds: xr.Dataset) -> CRS | None:
+    if "spatial_ref" in ds.variables:
+        attrs = ds["spatial_ref"].attrs
+        for key in ("crs_wkt", "spatial_ref"):
+            if key in attrs:
+                return CRS.from_user_input(attrs[key])
+    if "crs" in ds.attrs:
+        return CRS.from_user_input(ds.attrs["crs"])
+    try:
+        import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+
+        crs = ds.odc.crs
+    except Exception:  # any failure means "no CRS found"
+        return None
+    return None if crs is None else CRS.from_user_input(crs.to_wkt())
+
+
+def _geotransform(y: np.ndarray, x: np.ndarray) -> str | None:
+    if len(x) < 2 or len(y) < 2:
+        return None
+    dx = float(x[1] - x[0])
+    dy = float(y[1] - y[0])
+    return f"{float(x[0]) - dx / 2!r} {dx!r} 0.0 {float(y[0]) - dy / 2!r} 0.0 {dy!r}"
+
+
+def _grid_mapping(crs: CRS, y: np.ndarray, x: np.ndarray, old: Mapping[str, Any]) -> xr.DataArray:
+    attrs: dict[str, Any] = dict(crs.to_cf())
+    attrs["crs_wkt"] = crs.to_wkt()
+    attrs["spatial_ref"] = attrs["crs_wkt"]  # GDAL's and rioxarray's legacy key
+    gt = _geotransform(y, x) or old.get("GeoTransform")
+    if gt is not None:
+        attrs["GeoTransform"] = gt
+    return xr.DataArray(np.int64(0), attrs=attrs)
+
+
+def _axis_attrs(crs: CRS, axis: str) -> dict[str, str]:
+    if crs.is_geographic:
+        if axis == "x":
+            return {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}
+        return {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}
+    unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
+    units = "m" if unit in ("metre", "meter") else unit
+    return {
+        "standard_name": f"projection_{axis}_coordinate",
+        "units": units,
+        "axis": axis.upper(),
+    }
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def _is_datetime(var: xr.DataArray) -> bool:
+    return np.issubdtype(var.dtype, np.datetime64)
+
+
+def _check_times(name: str, ds: xr.Dataset) -> None:
+    if "time" not in ds.dims:
+        return
+    times = pd.DatetimeIndex(ds["time"].values)
+    if not times.is_unique:
+        raise StoreError(
+            f"group {name!r}: duplicate months in time: {list(times[times.duplicated()])}"
+        )
+    bad = times[(times != times.normalize()) | (times.day != 1)]
+    if len(bad):
+        raise StoreError(
+            f"group {name!r}: time must hold month starts (YYYY-MM-01), got {[str(t) for t in bad]}"
+        )
+
+
+def _prepare_raster(name: str, ds: xr.Dataset) -> xr.Dataset:
+    ydim, xdim = RASTER_GROUPS[name]
+    missing = [d for d in (ydim, xdim) if d not in ds.dims]
+    if missing:
+        raise StoreError(f"group {name!r} lacks dimension(s) {missing}; it needs {(ydim, xdim)}")
+    for d in (ydim, xdim):
+        if d not in ds.coords:
+            raise StoreError(f"group {name!r} lacks the coordinate {d!r} (pixel or tile centres)")
+    crs = _find_crs(ds)
+    if crs is None:
+        raise StoreError(
+            f"group {name!r} has no CRS: add a `spatial_ref` variable with `crs_wkt` "
+            "(e.g. ds.odc.assign_crs(...)) or a `crs` attribute"
+        )
+    _check_times(name, ds)
+    for v, var in ds.data_vars.items():
+        if not _is_datetime(var) and "units" not in var.attrs and v != "spatial_ref":
+            raise StoreError(f"group {name!r}: variable {v!r} has no `units` attribute")
+    old_gm = dict(ds["spatial_ref"].attrs) if "spatial_ref" in ds.variables else {}
+    ds = ds.drop_encoding()
+    if "spatial_ref" in ds.variables:
+        ds = ds.drop_vars("spatial_ref")
+    ds = ds.assign_coords(spatial_ref=_grid_mapping(crs, ds[ydim].values, ds[xdim].values, old_gm))
+    ds[xdim].attrs.update(_axis_attrs(crs, "x"))
+    ds[ydim].attrs.update(_axis_attrs(crs, "y"))
+    if "lon" in ds.coords:
+        ds["lon"].attrs.update(
+            {"standard_name": "longitude", "units": "degrees_east", "long_name": "tile centre"}
+        )
+    if "lat" in ds.coords:
+        ds["lat"].attrs.update(
+            {"standard_name": "latitude", "units": "degrees_north", "long_name": "tile centre"}
+        )
+    for var in ds.data_vars.values():
+        if ydim in var.dims and xdim in var.dims:
+            var.attrs["grid_mapping"] = "spatial_ref"
+    if "time" in ds.coords:
+        ds["time"].attrs.setdefault("standard_name", "time")
+        ds["time"].attrs.setdefault("long_name", "month (start)")
+    return ds
+
+
+def sites_to_dataset(gdf: gpd.GeoDataFrame) -> xr.Dataset:
+    """The ``sites`` group of the store from a GeoDataFrame of sites.
+
+    Parameters
+    ----------
+    gdf
+        One row per site with the columns :data:`SITE_COLUMNS` (``area_m2`` in m²,
+        ``first_seen`` a date, ``confidence`` in [0, 1]) and a CRS.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimension ``site``; the geometry as hex WKB strings in ``geometry_wkb``, the CRS
+        in the attributes ``crs`` and ``crs_wkt``.
+    """
+    missing = [c for c in SITE_COLUMNS if c != "geometry" and c not in gdf.columns]
+    if missing:
+        raise StoreError(f"sites lack the column(s) {missing}; expected {list(SITE_COLUMNS)}")
+    if gdf.crs is None:
+        raise StoreError("sites have no CRS; set one with GeoDataFrame.set_crs(...)")
+    crs = CRS.from_user_input(gdf.crs)
+
+    def strings(col: str) -> np.ndarray:
+        return np.array(["" if pd.isna(v) else str(v) for v in gdf[col]], dtype=object)
+
+    data = {
+        "site_id": strings("site_id"),
+        "first_seen": pd.to_datetime(gdf["first_seen"]).to_numpy(dtype="datetime64[ns]"),
+        "area_m2": gdf["area_m2"].to_numpy(dtype="float64"),
+        "tile": strings("tile"),
+        "status": strings("status"),
+        "permit_id": strings("permit_id"),
+        "confidence": gdf["confidence"].to_numpy(dtype="float32"),
+        "geometry_wkb": np.array(
+            shapely.to_wkb(gdf.geometry.values, hex=True), dtype=object
+        ).reshape(-1),
+    }
+    attrs = {
+        "area_m2": {"units": "m2", "long_name": "area of the site"},
+        "confidence": {"units": "1", "long_name": "confidence that the site is new construction"},
+        "status": {"long_name": "unauthorized | permitted"},
+        "permit_id": {"long_name": "overlapping permit ('' when none)"},
+        "geometry_wkb": {"long_name": "site polygon", "encoding": "WKB, hex"},
+        "first_seen": {"long_name": "date the site became persistently built-up"},
+    }
+    ds = xr.Dataset({k: ("site", v, attrs.get(k, {})) for k, v in data.items()})
+    ds.attrs.update({"crs": crs.to_string(), "crs_wkt": crs.to_wkt()})
+    return ds
+
+
+def sites_from_dataset(ds: xr.Dataset) -> gpd.GeoDataFrame:
+    """Inverse of :func:`sites_to_dataset` (loads the values)."""
+    ds = ds.load()
+    n = ds.sizes.get("site", 0)
+
+    def strings(col: str) -> list[str]:
+        return [str(v) for v in np.asarray(ds[col].values).reshape(n)]
+
+    geoms = shapely.from_wkb(np.array(strings("geometry_wkb"), dtype=object)) if n else []
+    df = pd.DataFrame(
+        {
+            "site_id": pd.Series(strings("site_id"), dtype=object),
+            "first_seen": pd.to_datetime(ds["first_seen"].values.reshape(n)),
+            "area_m2": ds["area_m2"].values.astype("float64").reshape(n),
+            "tile": pd.Series(strings("tile"), dtype=object),
+            "status": pd.Series(strings("status"), dtype=object),
+            "permit_id": pd.Series([s or None for s in strings("permit_id")], dtype=object),
+            "confidence": ds["confidence"].values.astype("float32").reshape(n),
+        }
+    )
+    crs = ds.attrs.get("crs_wkt") or ds.attrs.get("crs")
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+
+
+def _prepare_sites(obj: xr.Dataset | gpd.GeoDataFrame) -> xr.Dataset:
+    if isinstance(obj, gpd.GeoDataFrame):
+        return sites_to_dataset(obj)
+    need = [c for c in SITE_COLUMNS if c != "geometry"] + ["geometry_wkb"]
+    missing = [c for c in need if c not in obj.variables]
+    if missing:
+        raise StoreError(f"group 'sites' lacks the variable(s) {missing}; expected {need}")
+    if "crs" not in obj.attrs and "crs_wkt" not in obj.attrs:
+        raise StoreError("group 'sites' has no `crs` attribute")
+    return obj.drop_encoding()
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def _merge_months(name: str, old: xr.Dataset, new: xr.Dataset) -> xr.Dataset:
+    """``new`` plus the months of ``old`` that ``new`` does not hold."""
+    ydim, xdim = RASTER_GROUPS[name]
+    for d in (ydim, xdim):
+        if old.sizes[d] != new.sizes[d] or not np.allclose(old[d].values, new[d].values):
+            raise StoreError(
+                f"group {name!r}: the grid ({d}) differs from the stored one; the city grid "
+                "changed — write to a new store or delete the old one"
+            )
+    if "time" not in old.dims or "time" not in new.dims:
+        return new
+    old = old.drop_encoding()
+    keep = old.isel(time=~old["time"].isin(new["time"].values).values)
+    old_timeless = [v for v in old.data_vars if "time" not in old[v].dims and v not in new]
+    if keep.sizes["time"] == 0:
+        return new.assign({v: old[v] for v in old_timeless})
+    new_t = [v for v in new.data_vars if "time" in new[v].dims]
+    old_t = [v for v in keep.data_vars if "time" in keep[v].dims]
+    spatial = {c: new[c] for c in new.coords if "time" not in new[c].dims}
+    parts = []
+    for part, names in ((keep, old_t), (new, new_t)):
+        part = part[names].drop_vars([c for c in part.coords if "time" not in part[c].dims])
+        parts.append(part.assign_coords(spatial))
+    merged = xr.concat(
+        parts, dim="time", data_vars="all", coords="minimal", compat="override", join="override"
+    )
+    merged = merged.sortby("time")
+    for v in new_t:
+        merged[v].attrs = dict(new[v].attrs)
+        if new[v].dtype.kind in "iub" and merged[v].dtype != new[v].dtype:
+            merged[v].attrs.setdefault("comment", "missing months stored as NaN")
+    timeless = {v: new[v] for v in new.data_vars if "time" not in new[v].dims}
+    timeless.update({v: old[v] for v in old_timeless})
+    merged = merged.assign(timeless)
+    merged.attrs = dict(new.attrs)
+    return merged
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _group_names(zstore: Any) -> list[str]:
+    try:
+        return sorted(zarr.open_group(zstore, mode="r").group_keys())
+    except GroupNotFoundError:  # a new, empty repository has no root group yet
+        return []
+
+
+def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """Regular chunks (one month per chunk) and the checksummed codec pipeline."""
+    sizes = {d: int(n) for d, n in ds.sizes.items()}
+    chunk = {d: (1 if d == "time" else max(1, min(n, _SPATIAL_CHUNK))) for d, n in sizes.items()}
+    encoding: dict[str, dict[str, Any]] = {}
+    for v, var in ds.variables.items():
+        enc: dict[str, Any] = {"compressors": [ZstdCodec(level=3), Crc32cCodec()]}
+        if var.ndim:
+            enc["chunks"] = tuple(chunk[d] for d in var.dims)
+        encoding[str(v)] = enc
+    ds = ds.copy()
+    for v, var in ds.variables.items():
+        if var.chunks is None:
+            continue  # numpy: written eagerly, chunked by the encoding
+        if var.dtype.kind in "OTU":
+            ds[v] = var.load()  # strings are small; their dtype must be known to encode them
+        else:
+            ds[v] = var.chunk({d: chunk[d] for d in var.dims if sizes[d] > 0})
+    return ds, encoding
+
+
+def _distributed_client_active() -> bool:
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
+def _write_group(session: Any, name: str, ds: xr.Dataset) -> None:
+    ds, encoding = _chunked(ds)
+    # Chunks are written from threads of this process into the session's store; a
+    # distributed scheduler would need icechunk's fork/merge of sessions.
+    with dask.config.set(scheduler="threads"):
+        ds.to_zarr(
+            session.store,
+            group=name,
+            mode="w",
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+        )
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+def _root_attrs(city_name: str, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "Conventions": "CF-1.10",
+        "title": f"payesh indicators for {city_name}",
+        "city": city_name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "payesh_store_format": STORE_FORMAT_VERSION,
+    }
+    attrs.update({str(k): _attr_value(v) for k, v in provenance.items()})
+    attrs["city"] = city_name
+    return attrs
+
+
+def write_run(
+    city_name: str,
+    groups: Mapping[str, xr.Dataset | gpd.GeoDataFrame],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    message: str,
+    provenance: Mapping[str, Any],
+    lock_timeout: float = 600.0,
+) -> str:
+    """Write the results of one run as ONE commit of the city's store.
+
+    For the time-dimensioned groups, the months in ``groups`` replace the stored ones and
+    every other stored month is kept; time-less variables and ``sites`` are replaced whole.
+    Nothing is visible to readers before the commit; an error before it leaves the store
+    as it was.
+
+    Parameters
+    ----------
+    city_name
+        The city's id.
+    groups
+        ``{"tiles" | "pixels" | "ntl": Dataset, "sites": Dataset | GeoDataFrame}``, any
+        subset. Rasters may be dask-backed; they are computed while being written.
+        Raster groups need a CRS (``spatial_ref`` with ``crs_wkt``, a ``crs`` attribute,
+        or odc-geo's), month-start ``time`` values and ``units`` on every data variable.
+    store
+        Store root (see :func:`store_path`).
+    message
+        Commit message.
+    provenance
+        Root attributes: ``code_version``, ``source_items`` (per product),
+        ``model_versions``, … Non-scalar values are stored as JSON strings.
+    lock_timeout
+        Seconds to wait for another writer of the same city before giving up.
+
+    Returns
+    -------
+    str
+        The id of the new snapshot.
+    """
+    if not groups:
+        raise StoreError("write_run got no groups to write")
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise StoreError(f"unknown group(s) {unknown}; valid groups are {list(GROUPS)}")
+    prepared: dict[str, xr.Dataset] = {}
+    for name, obj in groups.items():
+        if name == "sites":
+            prepared[name] = _prepare_sites(obj)
+        elif isinstance(obj, xr.Dataset):
+            prepared[name] = _prepare_raster(name, obj)
+        else:
+            raise StoreError(f"group {name!r} must be an xarray.Dataset, got {type(obj).__name__}")
+
+    if _distributed_client_active():
+        # Compute on the cluster now (outside the lock); the chunks are then written from
+        # this process, since a writable Icechunk session does not travel to workers.
+        prepared = {name: ds.compute() for name, ds in prepared.items()}
+
+    path = store_path(city_name, store)
+    root = str(Path(path).parent)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with _city_lock(root, city_name, lock_timeout):
+        try:
+            repo = icechunk.Repository.open_or_create(_storage(path))
+            session = repo.writable_session(BRANCH)
+            base = repo.readonly_session(snapshot_id=session.snapshot_id)
+        except icechunk.IcechunkError as err:
+            raise StoreError(f"cannot open the store of {city_name} at {path}: {err}") from err
+        stored = _group_names(base.store)
+        for name, ds in prepared.items():
+            if name in RASTER_GROUPS and name in stored:
+                old = xr.open_zarr(base.store, group=name, consolidated=False, chunks={})
+                ds = _merge_months(name, old, ds)
+            _write_group(session, name, ds)
+        zarr.open_group(session.store, mode="a").attrs.put(_root_attrs(city_name, provenance))
+        metadata = {
+            "city": city_name,
+            "groups": sorted(prepared),
+            "provenance": {str(k): _attr_value(v) for k, v in provenance.items()},
+        }
+        try:
+            return str(session.commit(message, metadata=metadata))
+        except icechunk.IcechunkError as err:
+            raise StoreError(f"commit to the store of {city_name} failed: {err}") from err
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def open_indicators(
+    city_name: str,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    group: str = "tiles",
+    version: str | None = None,
+) -> xr.Dataset:
+    """Open one group of a city's store, lazily (Dask-backed).
+
+    Parameters
+    ----------
+    city_name
+        The city's id.
+    store
+        Store root (see :func:`store_path`).
+    group
+        ``tiles``, ``pixels``, ``ntl`` or ``sites``.
+    version
+        A snapshot id from :func:`history`; default the latest snapshot of ``main``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The group, with the store's root attributes (provenance) merged under its own.
+    """
+    if group not in GROUPS:
+        raise StoreError(f"unknown group {group!r}; valid groups are {list(GROUPS)}")
+    repo = _open_repo(city_name, store)
+    session = _readonly_session(repo, city_name, version)
+    present = _group_names(session.store)
+    if group not in present:
+        raise StoreError(
+            f"the store of {city_name} has no group {group!r} (it has {present}) — "
+            f"run `payesh run {city_name}` to compute it"
+        )
+    ds = xr.open_zarr(session.store, group=group, consolidated=False, chunks={})
+    root_attrs = dict(zarr.open_group(session.store, mode="r").attrs)
+    ds.attrs = {**root_attrs, **ds.attrs}
+    return ds
+
+
+def open_sites(
+    city_name: str,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    version: str | None = None,
+) -> gpd.GeoDataFrame:
+    """The construction sites of a city as a GeoDataFrame (in the city's CRS).
+
+    Columns are :data:`SITE_COLUMNS`; ``permit_id`` is None where no permit overlaps.
+    """
+    ds = open_indicators(city_name, store=store, group="sites", version=version)
+    return sites_from_dataset(ds)
+
+
+def history(city_name: str, *, store: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """The committed runs of a city's store, newest first.
+
+    Returns
+    -------
+    list of dict
+        ``snapshot_id``, ``time`` (UTC datetime), ``message`` and ``metadata`` of each
+        commit (the repository's empty initial snapshot is left out).
+    """
+    repo = _open_repo(city_name, store)
+    out = []
+    for snap in repo.ancestry(branch=BRANCH):
+        if snap.parent_id is None:
+            continue
+        out.append(
+            {
+                "snapshot_id": snap.id,
+                "time": snap.written_at,
+                "message": snap.message,
+                "metadata": dict(snap.metadata),
+            }
+        )
+    return out

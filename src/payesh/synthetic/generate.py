@@ -1,0 +1,386 @@
+"""Orchestration: render every scene, write the catalog, manifest, permits, consumption, truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pystac
+import yaml
+from pyproj import Transformer
+
+from ..errors import PayeshError
+from .grid import DemoSpec, GeneratedCity, PixelGrid, city_grids, rng_for
+from .scene import Scenario, build_scenario, month_end
+from .sensors import ViirsRenderer, render_landsat, render_s2
+from .stac import collection, landsat_item, mgrs_tile, s2_item, viirs_item, write_cog
+from .truth import write_truth
+
+Progress = Callable[[str, int, int], None]
+
+#: WRS-2 path/row of the Khoy area (a plausible scene of the Landsat reference grid).
+WRS_PATH_ROW = ("168", "033")
+#: Reported electricity per square metre of lit built-up footprint (MWh per month).
+MWH_PER_M2 = 0.009
+
+_S2_FILES = (
+    ("blue", "B02"),
+    ("green", "B03"),
+    ("red", "B04"),
+    ("nir", "B08"),
+    ("swir16", "B11"),
+    ("swir22", "B12"),
+    ("scl", "SCL"),
+)
+_S2_10M = ("blue", "green", "red", "nir")
+#: The default demo: 4 km around Khoy, 2025.
+DEFAULT_SPEC = DemoSpec()
+_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+class DemoSpecError(PayeshError, ValueError):
+    """A :class:`DemoSpec` that cannot be generated (the message names the field)."""
+
+
+def _validate(spec: DemoSpec) -> None:
+    for key in ("start", "end"):
+        value = getattr(spec, key)
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(value)):
+            raise DemoSpecError(f"DemoSpec.{key} must be a month YYYY-MM, got {value!r}")
+    if spec.end < spec.start:
+        raise DemoSpecError(f"DemoSpec.end {spec.end!r} is before DemoSpec.start {spec.start!r}")
+    if not _NAME.match(spec.name):
+        raise DemoSpecError(f"DemoSpec.name {spec.name!r} must match [a-z0-9_-]+")
+    if spec.resolution != 10:
+        raise DemoSpecError(
+            f"DemoSpec.resolution must be 10 (the Sentinel-2 grid), got {spec.resolution}"
+        )
+    if spec.tile_size % 20 or spec.tile_size <= 0:
+        raise DemoSpecError(
+            f"DemoSpec.tile_size must be a positive multiple of 20 m, got {spec.tile_size}"
+        )
+    if spec.size_km <= 0 or spec.s2_revisit_days <= 0 or spec.landsat_revisit_days <= 0:
+        raise DemoSpecError("DemoSpec.size_km and the revisit intervals must be positive")
+
+
+def _season(month: dt.date) -> float:
+    """Relative demand: winter heating (January) and summer cooling (July) peaks."""
+    doy = (month + dt.timedelta(days=14)).timetuple().tm_yday
+    winter = max(0.0, math.cos(2 * math.pi * (doy - 15) / 365.0))
+    summer = max(0.0, math.cos(2 * math.pi * (doy - 200) / 365.0))
+    return 1.0 + 0.22 * winter + 0.28 * summer
+
+
+def consumption(sc: Scenario) -> list[tuple[str, float]]:
+    """Reported electricity ``(YYYY-MM, MWh)``: lit built-up area x seasonality, no hidden load."""
+    rng = rng_for(sc.spec.seed, "consumption")
+    r0, c0 = sc.grids.city_offset
+    n = sc.grids.city.shape[0]
+    out = []
+    for m in sc.months:
+        lit = sc.lights_at(m + dt.timedelta(days=14))[r0 : r0 + n, c0 : c0 + n]
+        area = float(lit.sum()) * 100.0
+        mwh = area * MWH_PER_M2 * _season(m) * (1.0 + 0.015 * rng.standard_normal())
+        out.append((m.strftime("%Y-%m"), round(mwh, 1)))
+    return out
+
+
+def _permits_geojson(sc: Scenario) -> str:
+    to_ll = Transformer.from_crs(sc.grids.city.crs, "EPSG:4326", always_xy=True)
+    feats = []
+    for p in sc.permits:
+        left, bottom, right, top = p.bounds
+        xs, ys = to_ll.transform(
+            [left, right, right, left, left], [bottom, bottom, top, top, bottom]
+        )
+        ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(xs, ys, strict=True)]
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"permit_id": p.permit_id, "issued": p.issued.isoformat()},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
+    doc = {
+        "type": "FeatureCollection",
+        "name": f"{sc.spec.name}_permits",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+        "features": feats,
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+class _Writer:
+    """Writes one scene's COGs in background threads while the next scene renders.
+
+    At most one scene waits to be written, so memory stays at about two scenes.
+    """
+
+    def __init__(self, spec: DemoSpec) -> None:
+        self.spec = spec
+        self.pool = ThreadPoolExecutor(max_workers=2)
+        self.pending: list[Future[None]] = []
+
+    def submit(self, files: list[tuple[Path, np.ndarray, PixelGrid, float | None]]) -> None:
+        self.wait()
+        self.pending = [
+            self.pool.submit(write_cog, path, data, grid, nodata=nodata, spec=self.spec)
+            for path, data, grid, nodata in files
+        ]
+
+    def wait(self) -> None:
+        for f in self.pending:
+            f.result()
+        self.pending = []
+
+    def close(self) -> None:
+        self.wait()
+        self.pool.shutdown()
+
+
+def generate_city(
+    out_dir: str | Path, spec: DemoSpec = DEFAULT_SPEC, *, progress: Progress | None = None
+) -> GeneratedCity:
+    """Generate a synthetic growing city: static STAC catalog + COGs, manifest, permits,
+    reported consumption and ground truth, offline and deterministically by ``spec.seed``.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder; ``cities/``, ``catalog/``, ``permits/``, ``consumption/`` and
+        ``truth/`` are created in it (``catalog/`` and ``truth/`` are replaced).
+    spec
+        What to generate (size in km, period, revisits in days, seed, COG options).
+    progress
+        Called as ``progress(stage, done, total)`` after each scene; stages are
+        ``"sentinel-2-l2a"``, ``"landsat-c2-l2"``, ``"viirs-ntl-monthly"`` and ``"truth"``.
+
+    Returns
+    -------
+    GeneratedCity
+        The paths written.
+
+    Raises
+    ------
+    DemoSpecError
+        If ``spec`` cannot be generated (bad name, months, resolution or tile size).
+    """
+    _validate(spec)
+    root = Path(out_dir).resolve()
+    report: Progress = progress or (lambda _stage, _done, _total: None)
+    grids = city_grids(spec)
+    sc = build_scenario(spec, grids)
+    cat_dir, truth_dir = root / "catalog", root / "truth"
+    for d in (cat_dir, truth_dir):
+        if d.exists():
+            shutil.rmtree(d)
+    cat_dir.mkdir(parents=True)
+
+    _lon, lat = spec.center
+    cx = 0.5 * (grids.city.bounds[0] + grids.city.bounds[2])
+    cy = 0.5 * (grids.city.bounds[1] + grids.city.bounds[3])
+    mgrs = mgrs_tile(grids.epsg, lat, cx, cy)
+    first = dt.datetime(sc.months[0].year, sc.months[0].month, 1, tzinfo=dt.UTC)
+    last_day = month_end(sc.months[-1])
+    last = dt.datetime(last_day.year, last_day.month, last_day.day, 23, 59, 59, tzinfo=dt.UTC)
+    ext_bbox = list(grids.bbox)
+
+    catalog = pystac.Catalog(
+        id=f"payesh-synthetic-{spec.name}",
+        description=f"Synthetic imagery of the demo city {spec.name!r} (payesh.synthetic, seed {spec.seed})",
+        title=f"payesh synthetic city {spec.name}",
+    )
+    s2c = collection(
+        "sentinel-2-l2a",
+        title="Sentinel-2 Level-2A",
+        description="Synthetic Sentinel-2 L2A scenes in the Earth Search v1 layout",
+        license_="proprietary",
+        bbox=ext_bbox,
+        start=first,
+        end=last,
+        providers=[
+            pystac.Provider("ESA", roles=[pystac.ProviderRole.PRODUCER]),
+            pystac.Provider("payesh", roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
+    )
+    lsc = collection(
+        "landsat-c2-l2",
+        title="Landsat Collection 2 Level-2",
+        description="Synthetic Landsat 8/9 Collection 2 Level-2 surface temperature (ST_B10) and QA_PIXEL",
+        license_="proprietary",
+        bbox=ext_bbox,
+        start=first,
+        end=last,
+        providers=[
+            pystac.Provider("USGS", roles=[pystac.ProviderRole.PRODUCER]),
+            pystac.Provider("payesh", roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
+    )
+    vic = collection(
+        "viirs-ntl-monthly",
+        title="VIIRS DNB monthly night lights",
+        description="Synthetic EOG VIIRS DNB monthly composites (avg_rade9h, cf_cvg)",
+        license_="CC-BY-4.0",
+        bbox=ext_bbox,
+        start=first,
+        end=last,
+        providers=[
+            pystac.Provider("EOG", roles=[pystac.ProviderRole.PRODUCER]),
+            pystac.Provider("payesh", roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
+    )
+    for c in (s2c, lsc, vic):
+        catalog.add_child(c)
+
+    tile = f"{mgrs[0]}{mgrs[1]}{mgrs[2]}"
+    writer = _Writer(spec)
+    s2_meta: list[dict[str, Any]] = []
+    bright_item = None
+    n_s2 = len(sc.s2_dates)
+    for i, day in enumerate(sc.s2_dates):
+        scene = render_s2(sc, i)
+        sat = "S2B" if i % 2 == 0 else "S2C"
+        item_id = f"{sat}_{tile}_{day:%Y%m%d}_0_L2A"
+        folder = cat_dir / "sentinel-2-l2a" / item_id
+        folder.mkdir(parents=True)
+        writer.submit(
+            [
+                (
+                    folder / f"{fname}.tif",
+                    scene.bands[key],
+                    grids.s2_10 if key in _S2_10M else grids.s2_20,
+                    0,
+                )
+                for key, fname in _S2_FILES
+            ]
+        )
+        item = s2_item(
+            item_id=item_id,
+            platform="sentinel-2b" if sat == "S2B" else "sentinel-2c",
+            day=day,
+            index=i,
+            epsg=grids.epsg,
+            grid10=grids.s2_10,
+            grid20=grids.s2_20,
+            mgrs=mgrs,
+            stats=scene.stats,
+            folder=folder,
+        )
+        s2c.add_item(item)
+        s2_meta.append(
+            {
+                "id": item_id,
+                "date": day.isoformat(),
+                "cloud_cover": scene.stats["eo:cloud_cover"],
+                "snow": scene.stats["s2:snow_ice_percentage"],
+            }
+        )
+        if sc.bright is not None and day == sc.bright[1]:
+            bright_item = item_id
+        del scene
+        report("sentinel-2-l2a", i + 1, n_s2)
+
+    ls_meta: list[dict[str, Any]] = []
+    n_ls = len(sc.landsat_dates)
+    for i, day in enumerate(sc.landsat_dates):
+        ls = render_landsat(sc, i)
+        sat = "LC09" if i % 2 == 0 else "LC08"
+        item_id = f"{sat}_L2SP_{WRS_PATH_ROW[0]}{WRS_PATH_ROW[1]}_{day:%Y%m%d}_02_T1"
+        folder = cat_dir / "landsat-c2-l2" / item_id
+        folder.mkdir(parents=True)
+        writer.submit(
+            [
+                (folder / f"{item_id}_ST_B10.TIF", ls.lwir11, grids.landsat, 0),
+                (folder / f"{item_id}_QA_PIXEL.TIF", ls.qa_pixel, grids.landsat, 1),
+            ]
+        )
+        item = landsat_item(
+            item_id=item_id,
+            platform="landsat-9" if sat == "LC09" else "landsat-8",
+            day=day,
+            epsg=grids.epsg,
+            grid=grids.landsat,
+            cloud_cover=ls.cloud_cover,
+            wrs=WRS_PATH_ROW,
+            folder=folder,
+        )
+        lsc.add_item(item)
+        ls_meta.append({"id": item_id, "date": day.isoformat(), "cloud_cover": ls.cloud_cover})
+        report("landsat-c2-l2", i + 1, n_ls)
+
+    writer.close()
+    viirs = ViirsRenderer(sc)
+    vi_meta: list[dict[str, Any]] = []
+    for i, month in enumerate(sc.months):
+        vm = viirs.render(i)
+        item_id = f"VNL_npp_{month:%Y%m}_{spec.name}"
+        folder = cat_dir / "viirs-ntl-monthly" / item_id
+        write_cog(folder / "radiance.tif", vm.radiance, grids.viirs, nodata=None, spec=spec)
+        write_cog(folder / "cf_cvg.tif", vm.cf_cvg, grids.viirs, nodata=None, spec=spec)
+        vic.add_item(viirs_item(item_id=item_id, month=month, grid=grids.viirs, folder=folder))
+        vi_meta.append(
+            {
+                "id": item_id,
+                "month": f"{month:%Y-%m}",
+                "missing_fraction": round(float((vm.cf_cvg == 0).mean()), 4),
+            }
+        )
+        report("viirs-ntl-monthly", i + 1, len(sc.months))
+
+    catalog.normalize_hrefs(str(cat_dir))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+
+    # manifest, permits, consumption
+    for sub in ("cities", "permits", "consumption"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    w, s, e, n = grids.bbox
+    manifest = {
+        "name": spec.name,
+        "title": f"Synthetic city {spec.name} (payesh demo, seed {spec.seed})",
+        "bbox": [
+            math.floor(w * 1e7) / 1e7,
+            math.floor(s * 1e7) / 1e7,
+            math.ceil(e * 1e7) / 1e7,
+            math.ceil(n * 1e7) / 1e7,
+        ],
+        "crs": f"EPSG:{grids.epsg}",
+        "resolution": spec.resolution,
+        "tile_size": spec.tile_size,
+        "permits": f"permits/{spec.name}.geojson",
+        "consumption": f"consumption/{spec.name}.csv",
+    }
+    manifest_path = root / "cities" / f"{spec.name}.yaml"
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    permits_path = root / "permits" / f"{spec.name}.geojson"
+    permits_path.write_text(_permits_geojson(sc))
+    rows = consumption(sc)
+    cons_path = root / "consumption" / f"{spec.name}.csv"
+    cons_path.write_text("month,mwh\n" + "".join(f"{m},{v:.1f}\n" for m, v in rows))
+
+    extra = {
+        "bright_item": bright_item,
+        "sentinel-2-l2a": s2_meta,
+        "landsat-c2-l2": ls_meta,
+        "viirs-ntl-monthly": vi_meta,
+        "consumption_mwh": dict(rows),
+        "utm_bounds_note": "the city grid is the manifest bbox projected to crs and snapped to the nearest tile_size",
+    }
+    write_truth(sc, truth_dir, extra=extra)
+    report("truth", 1, 1)
+    return GeneratedCity(
+        root=root,
+        manifest=manifest_path,
+        catalog=cat_dir / "catalog.json",
+        permits=permits_path,
+        consumption=cons_path,
+        truth_dir=truth_dir,
+    )

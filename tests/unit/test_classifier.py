@@ -1,0 +1,169 @@
+"""Built-up classifier: features, training, skops round trip, trust checks, prediction."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask
+import dask.array as dsa
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+import xarray as xr
+
+from payesh.classifier import (
+    BANDS,
+    FEATURE_NAMES,
+    BuiltupModel,
+    builtup_probability,
+    default_model_path,
+    feature_stack,
+    load_model,
+    save_model,
+    spectral_features,
+    train_builtup,
+)
+from payesh.errors import ModelError
+
+
+def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("a Dask graph was computed while building the prediction")
+
+
+# reflectance signatures (blue, green, red, nir, swir16, swir22)
+ROOF = np.array([0.12, 0.14, 0.16, 0.22, 0.30, 0.27])
+VEG = np.array([0.03, 0.07, 0.04, 0.40, 0.20, 0.10])
+SOIL = np.array([0.10, 0.14, 0.20, 0.26, 0.34, 0.30])
+
+
+def _samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 3, n)
+    base = np.stack([ROOF, VEG, SOIL])[kind]
+    bands = np.clip(base + rng.normal(0, 0.015, size=base.shape), 0.001, 1)
+    return feature_stack(bands), (kind == 0).astype(int)
+
+
+@pytest.fixture(scope="module")
+def model() -> BuiltupModel:
+    x, y = _samples(3000, seed=0)
+    return train_builtup(x, y, seed=0, version="0.0.1-test", training="synthetic roofs/veg/soil")
+
+
+def test_feature_stack_indices_bounded_and_nan_safe() -> None:
+    rng = np.random.default_rng(1)
+    bands = rng.uniform(0, 1, size=(500, 6))
+    bands[0] = 0.0  # all zero: indices undefined, no warning
+    bands[1, 2] = np.nan
+    f = feature_stack(bands)
+    assert f.shape == (500, len(FEATURE_NAMES)) and f.dtype == np.float32
+    idx = f[2:, len(BANDS) :]
+    assert np.all((idx >= -1) & (idx <= 1))
+    assert np.isnan(f[0, len(BANDS) :]).all()
+    ndvi = f[:, FEATURE_NAMES.index("ndvi")]
+    np.testing.assert_allclose(
+        ndvi[2:], (bands[2:, 3] - bands[2:, 2]) / (bands[2:, 3] + bands[2:, 2]), rtol=1e-5
+    )
+
+
+def test_train_reports_held_out_metrics(model: BuiltupModel) -> None:
+    assert model.metrics["f1"] > 0.95
+    assert model.metrics["n_test"] == 750
+    assert set(model.metrics) >= {"precision", "recall", "f1", "accuracy"}
+    assert model.feature_names == FEATURE_NAMES
+
+
+def test_skops_round_trip(model: BuiltupModel, tmp_path: Path) -> None:
+    path = save_model(model, tmp_path)
+    assert path.name == "builtup-0.0.1-test.skops"
+    card = path.with_suffix(".md").read_text(encoding="utf-8")
+    assert "0.0.1-test" in card and "synthetic roofs" in card and "f1" in card
+    loaded = load_model(path)
+    assert loaded.version == model.version
+    assert loaded.metrics == model.metrics
+    x, _ = _samples(200, seed=5)
+    np.testing.assert_array_equal(
+        loaded.estimator.predict_proba(x), model.estimator.predict_proba(x)
+    )
+    assert default_model_path(tmp_path) == path
+
+
+class Payload:
+    """Not a scikit-learn type: must not be trusted."""
+
+    def __init__(self) -> None:
+        self.command = "echo pwned"
+
+
+def test_load_rejects_untrusted_and_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "builtup-evil.skops"
+    sio.dump({"estimator": Payload(), "version": "evil"}, bad)
+    with pytest.raises(ModelError, match="untrusted") as err:
+        load_model(bad)
+    assert str(bad) in str(err.value)
+    func = tmp_path / "builtup-func.skops"
+    sio.dump({"estimator": np.load, "version": "func"}, func)
+    with pytest.raises(ModelError, match=r"numpy\.load"):
+        load_model(func)
+    junk = tmp_path / "builtup-junk.skops"
+    junk.write_bytes(b"not a zip file")
+    with pytest.raises(ModelError, match=str(junk)):
+        load_model(junk)
+    with pytest.raises(ModelError, match="payesh train-builtup"):
+        load_model(tmp_path / "missing.skops")
+
+
+def test_default_model_path_newest_or_error(model: BuiltupModel, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="payesh train-builtup"):
+        default_model_path(tmp_path)
+    old = save_model(BuiltupModel(model.estimator, FEATURE_NAMES, "1"), tmp_path)
+    new = save_model(BuiltupModel(model.estimator, FEATURE_NAMES, "2"), tmp_path)
+    os.utime(old, (1_000_000, 1_000_000))
+    assert default_model_path(tmp_path) == new
+
+
+def _composite(seed: int = 0) -> xr.Dataset:
+    rng = np.random.default_rng(seed)
+    n_t, ny, nx = 3, 8, 10
+    kind = rng.integers(0, 3, size=(ny, nx))
+    base = np.stack([ROOF, VEG, SOIL])[kind]  # (y, x, band)
+    data = base[None] + rng.normal(0, 0.01, size=(n_t, ny, nx, 6))
+    data[1, :3, :4, :] = np.nan  # cloudy corner
+    data[2, 5, 5, 2] = np.nan  # one band missing
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), data[..., i].astype("float32")) for i, b in enumerate(BANDS)},
+        coords={
+            "time": pd.date_range("2024-01-01", periods=n_t, freq="MS"),
+            "y": 4268000.0 - 10 * np.arange(ny) - 5,
+            "x": 496500.0 + 10 * np.arange(nx) + 5,
+        },
+    )
+    ds.attrs["kind"] = kind
+    return ds
+
+
+def test_builtup_probability_numpy_dask_and_nan(model: BuiltupModel) -> None:
+    comp = _composite()
+    kind = comp.attrs["kind"]
+    prob = builtup_probability(comp, model)
+    assert prob.name == "builtup_prob" and prob.dims == ("time", "y", "x")
+    assert prob.dtype == np.float32 and prob.attrs["units"] == "1"
+    assert np.isnan(prob[1, :3, :4]).all() and np.isnan(prob[2, 5, 5])
+    vals = prob.values[np.isfinite(prob.values)]
+    assert ((vals >= 0) & (vals <= 1)).all()
+    assert (prob[0].values[kind == 0] > 0.5).all() and (prob[0].values[kind != 0] < 0.5).all()
+    with dask.config.set(scheduler=_raise_if_computes):
+        lazy = builtup_probability(comp.chunk({"time": 1, "y": 4, "x": 5}), model)
+        feats = spectral_features(comp.chunk({"y": 4}))
+    assert isinstance(lazy.data, dsa.Array)
+    xr.testing.assert_allclose(prob, lazy.compute())
+    assert feats.dims == ("time", "y", "x", "feature")
+    assert list(feats["feature"].values) == list(FEATURE_NAMES)
+
+
+def test_builtup_probability_rejects_other_features(model: BuiltupModel) -> None:
+    other = BuiltupModel(model.estimator, ("a", "b"), "x")
+    with pytest.raises(ModelError, match="retrain"):
+        builtup_probability(_composite(), other)

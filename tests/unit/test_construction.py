@@ -1,0 +1,167 @@
+"""Construction: persistence, sites, permits, tile indicators."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as dsa
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import xarray as xr
+
+from payesh.city import City
+from payesh.grid import TileGrid, tile_grid
+from payesh.indicators.construction import (
+    construction_tile_indicators,
+    extract_sites,
+    match_permits,
+    persistent_builtup,
+)
+
+
+def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
+    raise AssertionError("a Dask graph was computed while building indicators")
+
+
+def _tg() -> TileGrid:
+    city = City.model_validate(
+        {
+            "name": "t",
+            "title": "t",
+            "bbox": (44.96, 38.54, 44.98, 38.56),
+            "crs": "EPSG:32638",
+            "tile_size": 500,
+        }
+    )
+    return tile_grid(city)
+
+
+MONTHS = pd.date_range("2024-01-01", periods=8, freq="MS").values.astype("datetime64[ns]")
+
+
+def _prob_series(values: list[float]) -> xr.DataArray:
+    data = np.asarray(values, dtype="float32")[:, None, None]
+    return xr.DataArray(data, dims=("time", "y", "x"), coords={"time": MONTHS})
+
+
+@pytest.mark.parametrize(
+    ("series", "expected"),
+    [
+        ([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], None),  # never built
+        ([0.1, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1], None),  # one bright scene
+        ([0.1, 0.1, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1], None),  # a cleared field, back to soil
+        ([0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], None),  # existed before the period
+        ([0.1, 0.1, 0.1, 0.1, 0.9, 0.9, 0.9, 0.9], 4),  # a 4-month building
+        ([0.1, 0.1, 0.1, np.nan, 0.9, np.nan, 0.9, 0.9], 4),  # with cloudy months skipped
+        ([0.1, 0.1, 0.1, 0.1, 0.1, 0.9, 0.9, np.nan], None),  # only 2 clear built months
+        ([np.nan, 0.1, 0.1, 0.9, 0.2, 0.9, 0.9, 0.9], 3),  # one dark month inside the run
+        ([np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan], None),
+    ],
+)
+def test_persistence(series: list[float], expected: int | None) -> None:
+    fs = persistent_builtup(_prob_series(series)).values[0, 0]
+    if expected is None:
+        assert np.isnat(fs)
+    else:
+        assert fs == MONTHS[expected]
+
+
+def _prob_cube(tg: TileGrid, seed: int = 0) -> xr.DataArray:
+    ny, nx = tg.geobox.shape
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 0.3, size=(MONTHS.size, ny, nx)).astype("float32")
+    p[:, 100:110, 100:112] = 0.95  # existing building block
+    p[3:, 20:30, 20:30] = 0.9  # new 10x10 site = 10 000 m2, from month 3
+    p[5:, 60:64, 60:64] = 0.9  # new 4x4 = 1600 m2: below the minimum area
+    p[2:, 45:55, 195:200] = 0.85  # new 10x5 site = 5000 m2 at the east edge, month 2
+    p[4, :, :50] = np.nan  # a cloudy month over the west
+    coords = {"time": MONTHS, "y": tg.geobox.coords["y"].values, "x": tg.geobox.coords["x"].values}
+    return xr.DataArray(p, dims=("time", "y", "x"), coords=coords, name="builtup_prob")
+
+
+def test_sites_and_permits() -> None:
+    tg = _tg()
+    prob = _prob_cube(tg)
+    fs = persistent_builtup(prob)
+    sites = extract_sites(fs, tg, prob=prob)
+    assert len(sites) == 2
+    assert sites.crs == tg.geobox.crs
+    big = sites.loc[sites["area_m2"].idxmax()]
+    assert big["area_m2"] == pytest.approx(10_000)
+    assert big["geometry"].area == pytest.approx(10_000)
+    assert big["first_seen"] == pd.Timestamp(MONTHS[3])
+    assert big["tile"] == "r000c000" and big["site_id"] == "r000c000-01"
+    small = sites.loc[sites["area_m2"].idxmin()]
+    assert small["area_m2"] == pytest.approx(5_000)
+    assert small["first_seen"] == pd.Timestamp(MONTHS[2])
+    assert ((sites["confidence"] > 0) & (sites["confidence"] <= 1)).all()
+    assert big["confidence"] > small["confidence"]
+
+    # permits in WGS84: one before the big site (bow-tie geometry, repaired), one after the small
+    big_geom = gpd.GeoSeries([big.geometry], crs=sites.crs).to_crs("EPSG:4326").iloc[0]
+    small_geom = gpd.GeoSeries([small.geometry], crs=sites.crs).to_crs("EPSG:4326").iloc[0]
+    minx, miny, maxx, maxy = big_geom.bounds
+    bowtie = shapely.Polygon([(minx, miny), (maxx, maxy), (maxx, miny), (minx, maxy)])
+    assert not bowtie.is_valid
+    permits = gpd.GeoDataFrame(
+        {
+            "permit_id": ["P-1", "P-2"],
+            "issued": pd.to_datetime(["2023-11-20", "2024-04-02"]),
+        },
+        geometry=[bowtie, small_geom.buffer(1e-5)],
+        crs="EPSG:4326",
+    )
+    matched = match_permits(sites, permits)
+    m_big = matched.loc[big.name]
+    m_small = matched.loc[small.name]
+    assert m_big["status"] == "permitted" and m_big["permit_id"] == "P-1"
+    assert m_small["status"] == "unauthorized" and m_small["permit_id"] is None
+    none = match_permits(sites, None)
+    assert (none["status"] == "unauthorized").all()
+
+    ds = construction_tile_indicators(prob, fs, matched, tg)
+    assert ds["unauthorized_sites"].dims == ("time", "tile_y", "tile_x")
+    n = ds["unauthorized_sites"].sum(("tile_y", "tile_x")).values
+    assert n.tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    np.testing.assert_allclose(ds["unauthorized_m2"].sum(("tile_y", "tile_x")).values[2:], 5000)
+    new = ds["new_builtup_m2"].sum(("tile_y", "tile_x")).values
+    np.testing.assert_allclose(new[[1, 2, 3, 7]], [0, 5000, 15000, 15000 + 1600])
+    bf = ds["builtup_fraction"]
+    k2 = tg.tile_pixels**2
+    assert float(bf[0, 2, 2]) == pytest.approx(120 / k2)  # the existing block
+    assert float(bf[0, 1, 1]) == 0 and float(bf[7, 1, 1]) == pytest.approx(16 / k2)
+    assert float(ds["builtup_valid_fraction"][4, 0, 0]) == 0
+    assert np.isnan(ds["builtup_fraction"][4, 0, 0])
+    assert float(ds["builtup_fraction"][7, 0, 0]) == pytest.approx(100 / k2)
+    for name in ds.data_vars:
+        assert ds[name].dims == ("time", "tile_y", "tile_x")
+        assert {"units", "long_name", "description"} <= set(ds[name].attrs)
+
+
+def test_no_sites_gives_empty_frame() -> None:
+    tg = _tg()
+    prob = _prob_cube(tg)
+    prob[:] = 0.1
+    sites = extract_sites(persistent_builtup(prob), tg)
+    assert len(sites) == 0 and "site_id" in sites.columns
+    matched = match_permits(sites, None)
+    ds = construction_tile_indicators(prob, persistent_builtup(prob), matched, tg)
+    assert int(ds["unauthorized_sites"].sum()) == 0
+
+
+def test_dask_matches_numpy_and_is_lazy() -> None:
+    tg = _tg()
+    prob = _prob_cube(tg)
+    fs = persistent_builtup(prob)
+    sites = match_permits(extract_sites(fs, tg), None)
+    eager = construction_tile_indicators(prob, fs, sites, tg)
+    chunked = prob.chunk({"time": 2, "y": 50, "x": 100})
+    with dask.config.set(scheduler=_raise_if_computes):
+        fs_lazy = persistent_builtup(chunked)
+        lazy = construction_tile_indicators(chunked, fs_lazy, sites, tg)
+    assert isinstance(fs_lazy.data, dsa.Array)
+    assert isinstance(lazy["builtup_fraction"].data, dsa.Array)
+    xr.testing.assert_identical(fs, fs_lazy.compute())
+    xr.testing.assert_allclose(eager, lazy.compute())
