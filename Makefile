@@ -10,6 +10,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PREFECT_HOME := $(CURDIR)/data/prefect-home
 export DO_NOT_TRACK := 1
 

@@ -106,7 +106,9 @@ def main() -> None:
     p.add_argument("--catalog", help=argparse.SUPPRESS)
     p.add_argument("--manifest", help=argparse.SUPPRESS)
     p.add_argument("--store", help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--threads", type=int, default=min(4, os.cpu_count() or 1), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
     if args.child:
         _child(args)
@@ -128,8 +130,17 @@ def main() -> None:
     floor = _spawn("floor", common)
     flow = _spawn(
         "flow",
-        [*common, "--manifest", str(gen.manifest), "--store", str(store),
-         "--start", args.start, "--end", args.end],
+        [
+            *common,
+            "--manifest",
+            str(gen.manifest),
+            "--store",
+            str(store),
+            "--start",
+            args.start,
+            "--end",
+            args.end,
+        ],
     )
     ratio = flow["seconds"] / floor["seconds"]
     result = {
@@ -144,8 +155,10 @@ def main() -> None:
         "ratio_flow_to_floor": round(ratio, 2),
     }
     print(f"city {args.size_km:g} km, {args.start}..{args.end}, {args.threads} threads")
-    print(f"  decode floor : {floor['seconds']:7.2f} s  ({floor['assets']:.0f} assets, "
-          f"{floor['pixels'] / 1e6:.0f} Mpx)  peak RSS {floor['max_rss_mb']:.0f} MB")
+    print(
+        f"  decode floor : {floor['seconds']:7.2f} s  ({floor['assets']:.0f} assets, "
+        f"{floor['pixels'] / 1e6:.0f} Mpx)  peak RSS {floor['max_rss_mb']:.0f} MB"
+    )
     print(f"  payesh flow  : {flow['seconds']:7.2f} s  peak RSS {flow['max_rss_mb']:.0f} MB")
     print(f"  ratio payesh / decode floor: {ratio:.1f}x")
     results = ROOT / "benchmarks" / "results"

@@ -9,6 +9,7 @@ one by default, or ``dask_address``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ def dask_client(address: str | None) -> Iterator[Any]:
         with Client(address) as client:
             yield client
         return
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     workers = max(1, min(4, os.cpu_count() or 1))
     with (
         LocalCluster(
@@ -46,6 +48,7 @@ def dask_client(address: str | None) -> Iterator[Any]:
             threads_per_worker=workers,
             processes=False,
             dashboard_address=None,
+            silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as client,
     ):

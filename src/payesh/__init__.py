@@ -1,2 +1,3 @@
 """payesh — watch cities from space."""
+
 __version__ = "0.1.0"

@@ -124,7 +124,9 @@ def _format_validation(path: Path, err: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "(manifest)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key (allowed: " + ", ".join(sorted(set(City.model_fields) - {"source"})) + ")"
+        msg = (
+            "unknown key (allowed: " + ", ".join(sorted(set(City.model_fields) - {"source"})) + ")"
+        )
     elif first["type"] == "missing":
         msg = "required key is missing"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
@@ -146,7 +148,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from err
     if not isinstance(data, dict):
-        raise ManifestError(f"{path}: a manifest is a YAML mapping of keys, got {type(data).__name__}")
+        raise ManifestError(
+            f"{path}: a manifest is a YAML mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -188,7 +192,9 @@ def load_city(name_or_path: str | os.PathLike[str]) -> City:
     except ValidationError as err:
         raise ManifestError(_format_validation(path, err)) from err
     if city.name != path.stem and path.parent.name == "cities":
-        raise ManifestError(f"{path}: key 'name': {city.name!r} differs from the file name {path.stem!r}")
+        raise ManifestError(
+            f"{path}: key 'name': {city.name!r} differs from the file name {path.stem!r}"
+        )
     return city
 
 

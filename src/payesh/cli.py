@@ -90,6 +90,10 @@ def _run(
     plan = plan_run(load_city(city), catalog, Period.parse(start, end), collections=collections)
     print(plan.summary())
 
+    # Without a Prefect server configured, Prefect starts a temporary one; its first start
+    # migrates a fresh SQLite database, which can take longer than Prefect's 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The CLI is the entry point that starts flows; the library itself never imports them.
     from flows.monitor import monitor_city
 
@@ -199,7 +203,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     elif args.layer == "tiles" and args.format == "csv":
         export_tiles_csv(open_indicators(city.name, store=args.store), out, time=args.time)
     else:
-        export_layer_any(city.name, args.layer, out, fmt=args.format, time=args.time, store=args.store)
+        export_layer_any(
+            city.name, args.layer, out, fmt=args.format, time=args.time, store=args.store
+        )
     print(f"wrote {out}")
     return 0
 

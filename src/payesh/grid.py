@@ -1,7 +1,8 @@
 """The pixel and tile grids of a city, as GeoBoxes.
 
 The city grid covers the manifest's bbox in the city's projected CRS, snapped outward
-to whole tiles whose edges fall on multiples of ``tile_size`` metres. Tiles are numbered
+to whole tiles whose edges fall on multiples of ``tile_size`` metres (an overhang of
+less than 5 % of a tile is ignored). Tiles are numbered
 from the north-west corner and named ``r{row:03d}c{col:03d}``; tile ``(r, c)`` is exactly
 pixels ``[r*k:(r+1)*k, c*k:(c+1)*k]`` of the city grid (``k = tile_size / resolution``),
 so every pixel belongs to exactly one tile.
@@ -35,6 +36,11 @@ __all__ = [
 
 NTL_RESOLUTION_DEG = 1.0 / 240.0  # 15 arc-seconds: VIIRS DNB monthly / Black Marble
 
+# A bbox edge closer than this share of a tile to a tile boundary is taken as on it: the
+# lon/lat envelope of a projected square overhangs the square by a few tens of metres
+# (grid convergence), which must not add a whole row or column of tiles.
+SNAP_TOLERANCE = 0.05
+
 
 def tile_name(row: int, col: int) -> str:
     """Name of the tile at ``row``, ``col`` (from the north-west corner)."""
@@ -46,11 +52,12 @@ def _projected_bounds(city: City) -> tuple[float, float, float, float]:
     # to_crs densifies the edges, so the projected box contains the whole lon/lat box.
     b = poly.boundingbox
     t = city.tile_size
+    tol = SNAP_TOLERANCE * t
     return (
-        math.floor(b.left / t) * t,
-        math.floor(b.bottom / t) * t,
-        math.ceil(b.right / t) * t,
-        math.ceil(b.top / t) * t,
+        math.floor((b.left + tol) / t) * t,
+        math.floor((b.bottom + tol) / t) * t,
+        math.ceil((b.right - tol) / t) * t,
+        math.ceil((b.top - tol) / t) * t,
     )
 
 
@@ -168,7 +175,9 @@ class TileGrid:
         """(name, polygon in the city CRS) of every tile, row by row."""
         rows, cols = self.shape
         return [
-            (tile_name(r, c), self.tile_geobox(r, c).extent) for r in range(rows) for c in range(cols)
+            (tile_name(r, c), self.tile_geobox(r, c).extent)
+            for r in range(rows)
+            for c in range(cols)
         ]
 
     def centres_lonlat(self) -> tuple[np.ndarray, np.ndarray]:

@@ -66,8 +66,11 @@ def scl_clear(scl: xr.DataArray, *, mask_snow: bool = False, buffer_px: int = 0)
         cloudy = scl.isin(list(_SCL_CLOUDY))
         if cloudy.chunks is not None:
             grown = cloudy.data.map_overlap(
-                _dilate, depth={0: 0, 1: buffer_px, 2: buffer_px}, boundary=False,
-                buffer_px=buffer_px, dtype=bool,
+                _dilate,
+                depth={0: 0, 1: buffer_px, 2: buffer_px},
+                boundary=False,
+                buffer_px=buffer_px,
+                dtype=bool,
             )
         else:
             grown = _dilate(cloudy.values, buffer_px)

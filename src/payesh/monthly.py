@@ -122,7 +122,9 @@ def viirs_month(
         w = raw["cf_cvg"].astype("float32")
         rad = (raw["radiance"].fillna(0) * w).sum("time") / w.sum("time").where(w.sum("time") > 0)
         cvg = raw["cf_cvg"].sum("time").astype("uint16")
-        out = xr.Dataset({"radiance": rad.astype("float32"), "cf_cvg": cvg}).expand_dims(time=[month])
+        out = xr.Dataset({"radiance": rad.astype("float32"), "cf_cvg": cvg}).expand_dims(
+            time=[month]
+        )
         out["radiance"].attrs = raw["radiance"].attrs
     else:
         out = raw.assign_coords(time=[month])

@@ -62,11 +62,14 @@ class MonthlyData:
                 joined[key] = None
                 continue
             items[key] = sorted({i for p in parts for i in p.attrs.get("source_items", [])})
-            ds = xr.concat(parts, dim="time", combine_attrs="drop")
+            ds = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
+            ds.attrs.pop("source_items", None)
             joined[key] = ds
         if joined["s2"] is None:
             raise PayeshError("a run needs Sentinel-2 composites")
-        return cls(s2=joined["s2"], landsat=joined["landsat"], viirs=joined["viirs"], source_items=items)
+        return cls(
+            s2=joined["s2"], landsat=joined["landsat"], viirs=joined["viirs"], source_items=items
+        )
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,8 @@ def plan_run(
         if wanted is not None:
             cols = [c for c in cols if c in wanted]
         if not cols:
+            if wanted is not None and not product.required:
+                continue  # the user chose to leave it out
             if product.required:
                 raise SourceError(
                     f"catalog {catalog} has no {' or '.join(product.collections)} collection "

@@ -34,13 +34,19 @@ def read_permits(path: str | Path) -> gpd.GeoDataFrame:
         raise ManifestError(f"{path}: cannot read permits: {err}") from err
     for col in ("permit_id", "issued"):
         if col not in gdf.columns:
-            raise ManifestError(f"{path}: permits need a '{col}' column (found: {list(gdf.columns)})")
+            raise ManifestError(
+                f"{path}: permits need a '{col}' column (found: {list(gdf.columns)})"
+            )
     if gdf.crs is None:
-        raise ManifestError(f"{path}: permits have no CRS; write one (e.g. EPSG:4326) into the file")
+        raise ManifestError(
+            f"{path}: permits have no CRS; write one (e.g. EPSG:4326) into the file"
+        )
     try:
         issued = pd.to_datetime(gdf["issued"], utc=False)
     except (ValueError, TypeError) as err:
-        raise ManifestError(f"{path}: column 'issued' has a value that is not a date: {err}") from err
+        raise ManifestError(
+            f"{path}: column 'issued' has a value that is not a date: {err}"
+        ) from err
     if getattr(issued.dt, "tz", None) is not None:
         issued = issued.dt.tz_convert(None)
     gdf = gdf.assign(issued=issued, permit_id=gdf["permit_id"].astype(str))
@@ -62,7 +68,9 @@ def read_consumption(path: str | Path) -> pd.Series:
         raise ManifestError(f"{path}: cannot read consumption CSV: {err}") from err
     for col in ("month", "mwh"):
         if col not in df.columns:
-            raise ManifestError(f"{path}: consumption needs a '{col}' column (found: {list(df.columns)})")
+            raise ManifestError(
+                f"{path}: consumption needs a '{col}' column (found: {list(df.columns)})"
+            )
     try:
         months = pd.to_datetime(df["month"], format="%Y-%m")
     except ValueError as err:

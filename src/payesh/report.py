@@ -54,7 +54,12 @@ class SiteScore:
 
 def _truth_frame(truth: Truth) -> gpd.GeoDataFrame:
     rows = [
-        {"site_id": s.site_id, "status": s.status, "built": pd.Timestamp(s.built), "geometry": s.geometry}
+        {
+            "site_id": s.site_id,
+            "status": s.status,
+            "built": pd.Timestamp(s.built),
+            "geometry": s.geometry,
+        }
         for s in truth.sites
     ]
     return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
@@ -106,7 +111,11 @@ def _top_ntl_tiles(tiles: xr.Dataset, n: int = 5) -> list[str]:
         return ["  (no night-light product in this run)"]
     trend = tiles["ntl_trend"].values.ravel()
     names = np.asarray(tiles["tile"].values).ravel()
-    pvals = tiles["ntl_trend_p"].values.ravel() if "ntl_trend_p" in tiles else np.full_like(trend, np.nan)
+    pvals = (
+        tiles["ntl_trend_p"].values.ravel()
+        if "ntl_trend_p" in tiles
+        else np.full_like(trend, np.nan)
+    )
     order = np.argsort(-np.nan_to_num(np.abs(trend), nan=-1))[:n]
     flags = (
         (tiles["load_suspect"].fillna(0) > 0).any("time").values.ravel()
@@ -118,7 +127,9 @@ def _top_ntl_tiles(tiles: xr.Dataset, n: int = 5) -> list[str]:
         if np.isnan(trend[i]):
             continue
         mark = "  ← suspected unregistered load" if flags[i] else ""
-        lines.append(f"  {names[i]}  {trend[i]:+9.1f} per year  (Mann–Kendall p={pvals[i]:.3f}){mark}")
+        lines.append(
+            f"  {names[i]}  {trend[i]:+9.1f} per year  (Mann–Kendall p={pvals[i]:.3f}){mark}"
+        )
     return lines
 
 
@@ -226,8 +237,12 @@ def overview_png(
         change = tiles["ntl_sum"].isel(time=slice(-3, None)).mean("time") - tiles["ntl_sum"].isel(
             time=slice(0, 3)
         ).mean("time")
-        im = ax.imshow(change.values, cmap="RdBu_r", vmin=-np.nanmax(np.abs(change.values)),
-                       vmax=np.nanmax(np.abs(change.values)))
+        im = ax.imshow(
+            change.values,
+            cmap="RdBu_r",
+            vmin=-np.nanmax(np.abs(change.values)),
+            vmax=np.nanmax(np.abs(change.values)),
+        )
         fig.colorbar(im, ax=ax, shrink=0.8, label="Δ ntl_sum, last 3 vs first 3 months")
         names = np.asarray(tiles["tile"].values)
         flags = (
@@ -236,9 +251,15 @@ def overview_png(
             else np.zeros(names.shape, bool)
         )
         for (r, c), name in np.ndenumerate(names):
-            ax.text(c, r, name[1:4] + "\n" + name[5:], ha="center", va="center", fontsize=6, color="0.3")
+            ax.text(
+                c, r, name[1:4] + "\n" + name[5:], ha="center", va="center", fontsize=6, color="0.3"
+            )
             if flags[r, c]:
-                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=2.5))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="k", linewidth=2.5
+                    )
+                )
         ax.set_title("Night-light change per tile (box: suspected unregistered load)")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -246,16 +267,32 @@ def overview_png(
     ax = axes[2]
     months = pd.DatetimeIndex(tiles.time.values)
     if "ntl_sum" in tiles:
-        ax.plot(months, tiles["ntl_sum"].sum(("tile_y", "tile_x"), min_count=1).values, "o-",
-                color="goldenrod", label="Σ ntl_sum (city)")
+        ax.plot(
+            months,
+            tiles["ntl_sum"].sum(("tile_y", "tile_x"), min_count=1).values,
+            "o-",
+            color="goldenrod",
+            label="Σ ntl_sum (city)",
+        )
         ax.set_ylabel("night lights, nW cm⁻² sr⁻¹ (pixel-weighted sum)")
     ax2 = ax.twinx()
     if consumption is not None:
-        ax2.bar(consumption.index, consumption.values, width=20, alpha=0.3, color="tab:blue",
-                label="reported consumption")
+        ax2.bar(
+            consumption.index,
+            consumption.values,
+            width=20,
+            alpha=0.3,
+            color="tab:blue",
+            label="reported consumption",
+        )
     if "electricity_mwh" in tiles:
-        ax2.plot(months, tiles["electricity_mwh"].sum(("tile_y", "tile_x")).values, "s--",
-                 color="tab:blue", label="estimated electricity")
+        ax2.plot(
+            months,
+            tiles["electricity_mwh"].sum(("tile_y", "tile_x")).values,
+            "s--",
+            color="tab:blue",
+            label="estimated electricity",
+        )
     ax2.set_ylabel("MWh per month")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()

@@ -92,7 +92,9 @@ def train_builtup_from_demo(
     spec = DemoSpec(name="training", size_km=size_km, start=start, end=end, seed=seed)
     gen = generate_city(out_dir / f"seed{seed}", spec)
     city = load_city(gen.manifest)
-    plan = plan_run(city, str(gen.catalog), Period.parse(start, end), collections=["sentinel-2-l2a"])
+    plan = plan_run(
+        city, str(gen.catalog), Period.parse(start, end), collections=["sentinel-2-l2a"]
+    )
     gbox = city_geobox(city)
     comps = []
     months = list(plan.months)

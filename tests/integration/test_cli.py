@@ -51,7 +51,9 @@ def copied_store(monitored_tiny_city: tuple[Any, Path, dict[str, Any]], tmp_path
 
 
 def _snapshot(store: Path) -> dict[str, int]:
-    return {str(p.relative_to(store)): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(store)): p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()
+    }
 
 
 def test_bad_input_is_one_line_and_store_untouched(
@@ -84,15 +86,28 @@ def test_bad_input_is_one_line_and_store_untouched(
     # an unknown collection
     assert_one_clear_line(
         payesh(
-            "run", str(gen.manifest), "--catalog", str(gen.catalog), "--collections",
-            "sentinel-2-l2a,sentinel-1-grd", *common,
+            "run",
+            str(gen.manifest),
+            "--catalog",
+            str(gen.catalog),
+            "--collections",
+            "sentinel-2-l2a,sentinel-1-grd",
+            *common,
         ),
         "unknown collection 'sentinel-1-grd'",
     )
     # a bad month
     assert_one_clear_line(
-        payesh("run", str(gen.manifest), "--catalog", str(gen.catalog), "--start", "2025-13",
-               "--store", str(copied_store)),
+        payesh(
+            "run",
+            str(gen.manifest),
+            "--catalog",
+            str(gen.catalog),
+            "--start",
+            "2025-13",
+            "--store",
+            str(copied_store),
+        ),
         "2025-13",
     )
     assert _snapshot(copied_store) == before
@@ -103,18 +118,54 @@ def test_export_from_store(
 ) -> None:
     gen, _, _ = monitored_tiny_city
     out = tmp_path / "tiles.csv"
-    proc = payesh("export", str(gen.manifest), "tiles", "--format", "csv", "-o", str(out),
-                  "--store", str(copied_store))
+    proc = payesh(
+        "export",
+        str(gen.manifest),
+        "tiles",
+        "--format",
+        "csv",
+        "-o",
+        str(out),
+        "--store",
+        str(copied_store),
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().splitlines()[0].startswith("tile,time,lon,lat,")
     out = tmp_path / "sites.geojson"
-    proc = payesh("export", str(gen.manifest), "sites", "--format", "geojson", "-o", str(out),
-                  "--store", str(copied_store))
+    proc = payesh(
+        "export",
+        str(gen.manifest),
+        "sites",
+        "--format",
+        "geojson",
+        "-o",
+        str(out),
+        "--store",
+        str(copied_store),
+    )
     assert proc.returncode == 0, proc.stderr
     assert '"FeatureCollection"' in out.read_text()
-    proc = payesh("export", str(gen.manifest), "nosuchlayer", "--format", "csv", "-o",
-                  str(tmp_path / "x.csv"), "--store", str(copied_store))
+    proc = payesh(
+        "export",
+        str(gen.manifest),
+        "nosuchlayer",
+        "--format",
+        "csv",
+        "-o",
+        str(tmp_path / "x.csv"),
+        "--store",
+        str(copied_store),
+    )
     assert_one_clear_line(proc, "nosuchlayer")
-    proc = payesh("export", "khoy", "tiles", "--format", "csv", "-o", str(tmp_path / "k.csv"),
-                  "--store", str(tmp_path / "empty"))
+    proc = payesh(
+        "export",
+        "khoy",
+        "tiles",
+        "--format",
+        "csv",
+        "-o",
+        str(tmp_path / "k.csv"),
+        "--store",
+        str(tmp_path / "empty"),
+    )
     assert_one_clear_line(proc, "khoy")

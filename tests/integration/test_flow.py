@@ -75,7 +75,9 @@ def test_missing_months_are_missing_not_zero(
     vf = tiles["ntl_valid_fraction"].values
     ntl = tiles["ntl_sum"].values
     assert np.isnan(ntl[vf == 0]).all()
-    assert (tiles["valid_fraction"].values >= 0).all() and (tiles["valid_fraction"].values <= 1).all()
+    assert (tiles["valid_fraction"].values >= 0).all() and (
+        tiles["valid_fraction"].values <= 1
+    ).all()
 
 
 def test_finds_the_truth_on_the_tiny_city(
@@ -112,6 +114,13 @@ def test_exports_have_the_columns_spec_names(
     sites = gpd.read_file(result["exports"]["sites"])
     assert sites.crs.to_epsg() == 4326
     assert list(sites.columns) == [
-        "site_id", "first_seen", "area_m2", "tile", "status", "permit_id", "confidence", "geometry",
+        "site_id",
+        "first_seen",
+        "area_m2",
+        "tile",
+        "status",
+        "permit_id",
+        "confidence",
+        "geometry",
     ]
     assert set(sites["status"]) <= {"unauthorized", "permitted"}

@@ -15,7 +15,14 @@ def test_months_inclusive_and_stop_exclusive() -> None:
     assert start.tzinfo is not None and stop.month == 3
 
 
-@pytest.mark.parametrize(("s", "e", "text"), [("2025-13", "2025-12", "--start"), ("2025", "2025-12", "--start"), ("2025-05", "2025-01", "before")])
+@pytest.mark.parametrize(
+    ("s", "e", "text"),
+    [
+        ("2025-13", "2025-12", "--start"),
+        ("2025", "2025-12", "--start"),
+        ("2025-05", "2025-01", "before"),
+    ],
+)
 def test_bad_months(s: str, e: str, text: str) -> None:
     with pytest.raises(PayeshError, match=text):
         Period.parse(s, e)

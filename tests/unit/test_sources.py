@@ -114,7 +114,9 @@ def test_viirs_on_native_grid_without_resampling() -> None:
     cat = open_catalog(MUMBAI)
     start = datetime(2013, 7, 1, tzinfo=UTC)
     stop = datetime(2013, 8, 1, tzinfo=UTC)
-    items = cat.search(collections=["viirs-ntl-monthly"], bbox=mumbai_city().bbox, start=start, stop=stop)
+    items = cat.search(
+        collections=["viirs-ntl-monthly"], bbox=mumbai_city().bbox, start=start, stop=stop
+    )
     assert [i.id for i in items] == ["VNL_npp_201307_mumbai"]
     origin = native_origin(items[0], "radiance")
     gbox = ntl_geobox(mumbai_city(), origin=origin)

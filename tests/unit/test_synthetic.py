@@ -159,7 +159,7 @@ def test_s2_items_look_like_earth_search(catalog: pystac.Catalog) -> None:
     p = raw["properties"]
     assert item.properties["proj:code"] == "EPSG:32638"
     assert p["s2:processing_baseline"] == "05.10"
-    assert p["earthsearch:boa_offset_applied"] is True
+    assert p["earthsearch:boa_offset_applied"] is False
     assert p["proj:epsg"] == 32638 and p["proj:code"] == "EPSG:32638"
     assert p["constellation"] == "sentinel-2" and p["platform"].startswith("sentinel-2")
     assert 0.0 <= p["eo:cloud_cover"] <= 100.0

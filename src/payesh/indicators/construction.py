@@ -147,8 +147,9 @@ def persistent_builtup(
             "baseline": int(baseline),
         },
     )
-    out = out.drop_vars("time", errors="ignore")
-    return out.rename("first_seen").assign_attrs(
+    out = out.drop_vars("time", errors="ignore").rename("first_seen")
+    out.attrs = {}  # not prob's: a datetime carries no `units` attribute (xarray encodes it)
+    return out.assign_attrs(
         long_name="first seen built-up",
         description=(
             f"first month of the persistent built-up run (prob > {threshold} in >= {n} of "

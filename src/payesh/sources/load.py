@@ -62,7 +62,9 @@ def _s2_default_offset(item: pystac.Item) -> float:
         return 0.0
 
 
-def _asset_keys(items: Sequence[pystac.Item], product: Product, bands: Sequence[str]) -> dict[str, str]:
+def _asset_keys(
+    items: Sequence[pystac.Item], product: Product, bands: Sequence[str]
+) -> dict[str, str]:
     """payesh band -> the asset key the items use; all items must agree."""
     keys: dict[str, str] = {}
     for band in bands:
@@ -74,12 +76,16 @@ def _asset_keys(items: Sequence[pystac.Item], product: Product, bands: Sequence[
                 f"(looked for {', '.join(product.bands[band])})"
             )
         if len(found) > 1:
-            raise SourceError(f"items mix asset keys {sorted(str(k) for k in found)} for band {band!r}")
+            raise SourceError(
+                f"items mix asset keys {sorted(str(k) for k in found)} for band {band!r}"
+            )
         keys[band] = found.pop()  # type: ignore[assignment]
     return keys
 
 
-def _usable(items: Sequence[pystac.Item], product: Product, bands: Sequence[str]) -> list[pystac.Item]:
+def _usable(
+    items: Sequence[pystac.Item], product: Product, bands: Sequence[str]
+) -> list[pystac.Item]:
     """Items that have every band; the others are skipped with a warning."""
     ok = []
     for item in items:

@@ -206,7 +206,10 @@ def s2_item(
             1.0 + 0.0334 * math.cos(2 * math.pi * (day.timetuple().tm_yday - 3) / 365.25), 9
         ),
         "s2:sequence": "0",
-        "earthsearch:boa_offset_applied": True,
+        # The DNs carry BOA_ADD_OFFSET (+1000): the provider did not remove it, so the
+        # declared raster:bands offset (-0.1) applies — as for Earth Search items whose
+        # flag is false. (True means Element84 already removed it from the DNs.)
+        "earthsearch:boa_offset_applied": False,
         "processing:software": {"payesh.synthetic": "0.1.0"},
         "updated": _iso(when + dt.timedelta(hours=5)),
     }
