@@ -15,6 +15,8 @@ import xarray as xr
 if TYPE_CHECKING:
     from payesh.synthetic import Truth
 
+DETECTION_LAG_MONTHS = 2  # persistence: 3 of the last 4 clear composites
+
 __all__ = ["SiteScore", "overview_png", "score_load", "score_sites", "summary_text"]
 
 
@@ -42,6 +44,8 @@ class SiteScore:
     true_sites: int
     status_agree: int
     traps_hit: list[str]
+    n_detectable: int = 0
+    matched_detectable: int = 0
 
     @property
     def recall(self) -> float:
@@ -65,16 +69,26 @@ def _truth_frame(truth: Truth) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
 
 
-def score_sites(found: gpd.GeoDataFrame, truth: Truth) -> SiteScore:
-    """Compare found sites with the truth's new buildings (overlap in the sites' CRS)."""
+def score_sites(
+    found: gpd.GeoDataFrame, truth: Truth, *, detectable_by: pd.Timestamp | None = None
+) -> SiteScore:
+    """Compare found sites with the truth's new buildings (overlap in the sites' CRS).
+
+    ``detectable_by``: the last month a building can appear and still be persistent by
+    the end of the run (persistence needs several clear composites after it); buildings
+    that appear later are counted apart.
+    """
     true_df = _truth_frame(truth)
     if len(found) and found.crs is not None:
         true_df = true_df.to_crs(found.crs)
-    matched = agree = 0
+    matched = agree = n_det = matched_det = 0
     for _, t in true_df.iterrows():
         hits = found[found.intersects(t.geometry)] if len(found) else found
+        det = detectable_by is None or t["built"] <= detectable_by
+        n_det += int(det)
         if len(hits):
             matched += 1
+            matched_det += int(det)
             agree += int((hits["status"] == t["status"]).any())
     true_sites = sum(
         bool(true_df.intersects(g).any()) for g in (found.geometry if len(found) else [])
@@ -86,7 +100,9 @@ def score_sites(found: gpd.GeoDataFrame, truth: Truth) -> SiteScore:
             geom = geom.to_crs(found.crs)
         if len(found) and found.intersects(geom.iloc[0]).any():
             traps_hit.append(trap.kind)
-    return SiteScore(len(true_df), len(found), matched, true_sites, agree, traps_hit)
+    return SiteScore(
+        len(true_df), len(found), matched, true_sites, agree, traps_hit, n_det, matched_det
+    )
 
 
 def score_load(tiles: xr.Dataset, truth: Truth) -> tuple[list[str], list[str]]:
@@ -158,13 +174,16 @@ def summary_text(
         f"{counts.get('permitted', 0)} permitted"
     )
     if truth is not None:
-        s = score_sites(sites, truth)
+        last_detectable = months[-1] - pd.DateOffset(months=DETECTION_LAG_MONTHS)
+        s = score_sites(sites, truth, detectable_by=last_detectable)
         n_unauth = sum(t.status == "unauthorized" for t in truth.sites)
         lines += [
             f"  vs. truth: {s.n_truth} new buildings ({n_unauth} unauthorized); "
-            f"found {s.matched_truth}/{s.n_truth} (recall {s.recall:.0%}), "
-            f"precision {s.true_sites}/{s.n_found} ({s.precision:.0%}), "
-            f"status right for {s.status_agree}/{s.matched_truth}",
+            f"found {s.matched_truth}/{s.n_truth} (recall {s.recall:.0%}); "
+            f"{s.matched_detectable}/{s.n_detectable} of those built by {last_detectable:%Y-%m} "
+            f"(later ones cannot yet persist {DETECTION_LAG_MONTHS + 1} months)",
+            f"  precision {s.true_sites}/{s.n_found} ({s.precision:.0%}), "
+            f"status (permitted/unauthorized) right for {s.status_agree}/{s.matched_truth}",
             "  traps (cleared field, one-scene bright object): "
             + ("none became a site" if not s.traps_hit else "hit: " + ", ".join(s.traps_hit)),
         ]

@@ -55,6 +55,12 @@ __all__ = [
     "write_run",
 ]
 
+# Icechunk warns on every open that the local-filesystem backend is not safe for
+# concurrent commits. payesh serializes a city's commits with a file lock (see
+# ``_city_lock``), so the warning is noise here; ICECHUNK_LOG, if set, still wins.
+if "ICECHUNK_LOG" not in os.environ:
+    icechunk.set_logs_filter("error")
+
 DEFAULT_STORE_ROOT = "./data/store"
 STORE_ENV = "PAYESH_STORE"
 BRANCH = "main"

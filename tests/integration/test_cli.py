@@ -69,6 +69,8 @@ def test_bad_input_is_one_line_and_store_untouched(
     data = yaml.safe_load(Path(gen.manifest).read_text())
     data["name"] = "broken"
     data["crs"] = "EPSG:4326"
+    data.pop("permits", None)
+    data.pop("consumption", None)
     broken.write_text(yaml.safe_dump(data))
     assert_one_clear_line(
         payesh("run", str(broken), "--catalog", str(gen.catalog), *common), str(broken), "'crs'"

@@ -181,15 +181,16 @@ def test_anomaly_flags_jump_not_low_coverage_month() -> None:
 
 
 def test_anomaly_short_series_fallback_and_flat_history() -> None:
-    x = _tile_series(10)  # no calendar month repeats: baseline = other months
-    x[7, 0, 1] += 200
+    x = _tile_series(10)  # no calendar month repeats: baseline = the preceding months
+    x[7:, 0, 1] += 200  # a load switched on and left on
     z = ntl_anomaly(x)
-    assert z[7, 0, 1] > 3
+    assert z[7, 0, 1] > 3  # the onset stands out against the trailing history
+    assert np.isnan(z[:2]).all()  # fewer than 2 preceding months: no baseline
     flat = xr.full_like(x, 10.0)
     flat[5] = 10.2  # MAD = 0: the floor (0.5 units) keeps z small
     zf = ntl_anomaly(flat)
-    assert np.isfinite(zf).all()
-    assert float(np.abs(zf).max()) <= 0.5
+    assert np.isfinite(zf[2:]).all()
+    assert float(np.abs(zf[2:]).max()) <= 0.5
 
 
 def test_trend_matches_scipy() -> None:
@@ -228,7 +229,9 @@ def test_lst_tile_indicators_on_30m_grid() -> None:
     count = np.ones((n_t, ny, nx), dtype="int16")
     lst[3] = np.nan  # cloudy month
     count[3] = 0
-    lst[13, :, :] += 6  # a hot month
+    k30 = ny // tg.shape[0]
+    lst[13, :k30, :k30] += 6  # one tile heats up (a city-wide hot month is not an anomaly)
+    lst[12] += 8  # the whole city in a heat wave
     coords = {"time": _months(n_t), "y": gbox.coords["y"].values, "x": gbox.coords["x"].values}
     da = xr.DataArray(lst, dims=("time", "y", "x"), coords=coords, name="lst")
     cnt = xr.DataArray(count, dims=("time", "y", "x"), coords=coords, name="lst_count")
@@ -238,7 +241,9 @@ def test_lst_tile_indicators_on_30m_grid() -> None:
     assert (ds["lst_valid_fraction"][3] == 0).all()
     np.testing.assert_allclose(ds["lst_valid_fraction"][0], 1.0)
     np.testing.assert_allclose(ds["lst_mean"][0], 20, atol=0.2)
-    assert (ds["lst_anomaly"][13] > 5).all()
+    heat = ds["lst_anomaly"].values
+    assert heat[13, 0, 0] > 5
+    assert np.nanmax(np.abs(heat[13][1:, :])) < 1 and np.nanmax(np.abs(heat[12])) < 1
     assert np.isnan(ds["lst_anomaly"][3]).all()
     assert ds["lst_mean"].attrs["units"] == "degC"
     with dask.config.set(scheduler=_raise_if_computes):

@@ -268,6 +268,10 @@ def ntl_tile_indicators(
 # ------------------------------------------------------------------ seasonal baselines
 
 
+TRAILING_MONTHS = 12
+"""Months of trailing history used as a baseline when no same-month history exists."""
+
+
 def _calendar_months(time: np.ndarray) -> np.ndarray:
     return np.asarray(pd.DatetimeIndex(time).month)
 
@@ -278,8 +282,11 @@ def _robust_baseline(
     """Median and MAD-σ of each month's baseline, along the last axis (time).
 
     The baseline of month t is the same calendar month in other years when at least
-    ``min_years`` such values exist, else every other month of the series. Fewer than
-    ``min_count`` baseline values → NaN.
+    ``min_years`` such values exist, else (a short history) the up to
+    :data:`TRAILING_MONTHS` months *before* t. A trailing baseline is what detects an
+    onset: a baseline drawn from the whole period would already contain the new level
+    (a load switched on mid-period raises half the months, and the median follows it).
+    Fewer than ``min_count`` baseline values → NaN.
     """
     n = values.shape[-1]
     med = np.full(values.shape, np.nan)
@@ -290,7 +297,7 @@ def _robust_baseline(
         warnings.simplefilter("ignore", RuntimeWarning)
         for t in range(n):
             same = (months == months[t]) & (idx != t)
-            others = idx != t
+            others = (idx < t) & (idx >= t - TRAILING_MONTHS)
             n_same = (finite & same).sum(axis=-1, keepdims=True)
             use = np.where(n_same >= min_years, same, others)
             base = np.where(use & finite, values, np.nan)
@@ -388,7 +395,7 @@ def ntl_anomaly(
             "1",
             "night-light anomaly",
             "robust z-score (median, 1.4826 MAD, floored at max(5% of median, 0.5)) against "
-            "the tile's same calendar month in other years (≥2), else the other months",
+            "the tile's same calendar month in other years (≥2), else the preceding months",
         )
     )
 
@@ -477,6 +484,12 @@ def ntl_trend(ntl_sum: xr.DataArray, *, min_points: int = 4) -> xr.Dataset:
 # ------------------------------------------------------------------------------ heat
 
 
+def _nanmedian_2d(a: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing month stays NaN
+        return np.nanmedian(a, axis=(-2, -1)).astype("float32")
+
+
 def lst_tile_indicators(
     lst: xr.DataArray,
     lst_count: xr.DataArray,
@@ -506,8 +519,8 @@ def lst_tile_indicators(
     -------
     xr.Dataset
         (time, tile_y, tile_x): ``lst_mean`` (°C), ``lst_valid_fraction`` (unitless),
-        ``lst_anomaly`` (°C above the tile's robust seasonal baseline, same rule as
-        :func:`ntl_anomaly`).
+        ``lst_anomaly`` (°C: how much more the tile exceeds the city's median LST
+        than it usually does; baseline rule as in :func:`ntl_anomaly`).
     """
     valid = lst.notnull() & (lst_count > 0)
     x = lst.where(valid)
@@ -516,9 +529,20 @@ def lst_tile_indicators(
     k = pixels_per_tile or lst.sizes[spatial_dims(lst)[0]] // tg.shape[0]
     vf = (n / float(k * k)).astype("float32")
     mean = mean.where(vf >= min_valid).astype("float32")
+    # Heat is judged relative to the rest of the city in the same month: the seasonal
+    # cycle (±20 °C) and a month's weather cancel, a tile that heats up does not.
+    city_median = xr.apply_ufunc(
+        _nanmedian_2d,
+        mean,
+        input_core_dims=[["tile_y", "tile_x"]],
+        dask="parallelized",
+        output_dtypes=["float32"],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+    )
+    excess = mean - city_median
     anom = _time_ufunc(
         _anomaly_kernel,
-        mean,
+        excess,
         vf,
         months=_calendar_months(mean["time"].values),
         min_valid=float(min_valid),
@@ -538,8 +562,9 @@ def lst_tile_indicators(
                 _attrs(
                     "degC",
                     "LST anomaly",
-                    "lst_mean minus the median of the tile's same calendar month in other "
-                    "years (≥2), else of the other months",
+                    "the tile's excess over the city-median LST of the month, minus the "
+                    "median of that excess in the same calendar month of other years (≥2), "
+                    "else of the preceding months",
                 )
             ),
         }
