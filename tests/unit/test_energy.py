@@ -328,9 +328,10 @@ def test_load_suspect_flags_unexplained_light() -> None:
     z = np.zeros((3, 1, 3), dtype="float32")
     heat = np.zeros_like(z)
     bf = np.full_like(z, 0.3)
+    bf[2] = [0.5, 0.5, 0.3]
     z[2] = [4.0, 4.0, 4.0]
-    heat[2] = [6.2, 0.0, 0.0]
-    bf[2] = [0.5, 0.5, 0.3]  # tile 0: grew but hot; tile 1: grew, not hot; tile 2: static
+    heat[2] = [6.2, 0.0, 3.0]
+    # tile 0: grew but hot; tile 1: light only (bloom from a neighbour); tile 2: static, hot
     z[1, 0, 0] = np.nan
     ds = xr.Dataset(
         {"ntl_anomaly": (dims, z), "lst_anomaly": (dims, heat), "builtup_fraction": (dims, bf)},
@@ -344,6 +345,7 @@ def test_load_suspect_flags_unexplained_light() -> None:
     reason = out["load_suspect_reason"].values
     assert reason[2, 0, 0].startswith("light +4.0σ; heat +6.2 °C")
     assert "built-up unchanged" in reason[2, 0, 2]
+    assert reason[2, 0, 1] == ""  # light alone never accuses
     assert reason[0, 0, 0] == ""
     score = out["load_suspect_score"].values
     assert np.isnan(score[1, 0, 0])

@@ -9,6 +9,7 @@ aligned grid such as Landsat's on ``aligned_geobox(city, 30)``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -19,7 +20,13 @@ from payesh.grid import TileGrid
 
 __all__ = ["pixels_per_tile", "spatial_dims", "tile_coords_dataset", "tile_reduce"]
 
-Reduction = Literal["sum", "mean", "count"]
+Reduction = Literal["sum", "mean", "count", "max"]
+
+
+def _nanmax(a: np.ndarray, axis: tuple[int, ...] | int | None = None, **_: object) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing tile stays NaN
+        return np.nanmax(a, axis=axis)
 
 
 def spatial_dims(da: xr.DataArray | xr.Dataset) -> tuple[str, str]:
@@ -97,7 +104,8 @@ def tile_reduce(
         The tile grid.
     how
         ``"sum"`` (NaN pixels skipped; a tile with no valid pixel sums to 0), ``"mean"``
-        (mean of the valid pixels; NaN where none), or ``"count"`` (number of non-NaN pixels).
+        (mean of the valid pixels; NaN where none), ``"count"`` (number of non-NaN pixels)
+        or ``"max"`` (largest valid pixel; NaN where none).
     pixels_per_tile
         Pixels per tile side; default: inferred from ``da``'s ``x`` spacing.
 
@@ -121,12 +129,14 @@ def tile_reduce(
         out = window.sum()
     elif how == "count":
         out = window.count()
+    elif how == "max":
+        out = window.reduce(_nanmax)
     elif how == "mean":
         total = window.sum()
         n = window.count()
         out = (total / n.where(n > 0)).astype(da.dtype if da.dtype.kind == "f" else "float64")
     else:
-        raise PayeshError(f"tile_reduce: how={how!r} is not one of 'sum', 'mean', 'count'")
+        raise PayeshError(f"tile_reduce: how={how!r} is not one of 'sum', 'mean', 'count', 'max'")
     out = out.rename({ydim: "tile_y", xdim: "tile_x"}).drop_vars(
         ["tile_y", "tile_x"], errors="ignore"
     )
