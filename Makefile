@@ -9,6 +9,9 @@ UV     := $(BIN)/uv
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 
+# uv reads the machine's own CA store (as pip does), so installs work behind a proxy
+# whose CA the machine trusts.
+export UV_SYSTEM_CERTS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PREFECT_HOME := $(CURDIR)/data/prefect-home

@@ -270,9 +270,7 @@ def overview_png(
             else np.zeros(names.shape, bool)
         )
         for (r, c), name in np.ndenumerate(names):
-            ax.text(
-                c, r, name[1:4] + "\n" + name[5:], ha="center", va="center", fontsize=6, color="0.3"
-            )
+            ax.text(c, r, name, ha="center", va="center", fontsize=7, color="0.25")
             if flags[r, c]:
                 ax.add_patch(
                     plt.Rectangle(
@@ -286,9 +284,11 @@ def overview_png(
     ax = axes[2]
     months = pd.DatetimeIndex(tiles.time.values)
     if "ntl_sum" in tiles:
+        # a city total only where every tile was observed: a partial sum is not a dip
+        n_tiles = tiles.sizes["tile_y"] * tiles.sizes["tile_x"]
         ax.plot(
             months,
-            tiles["ntl_sum"].sum(("tile_y", "tile_x"), min_count=1).values,
+            tiles["ntl_sum"].sum(("tile_y", "tile_x"), min_count=n_tiles).values,
             "o-",
             color="goldenrod",
             label="Σ ntl_sum (city)",
@@ -307,7 +307,7 @@ def overview_png(
     if "electricity_mwh" in tiles:
         ax2.plot(
             months,
-            tiles["electricity_mwh"].sum(("tile_y", "tile_x")).values,
+            tiles["electricity_mwh"].sum(("tile_y", "tile_x"), min_count=1).values,
             "s--",
             color="tab:blue",
             label="estimated electricity",
