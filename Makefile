@@ -30,16 +30,20 @@ $(STAMP): requirements.lock pyproject.toml
 
 ## Generate the demo city offline and monitor it end to end.
 demo: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/payesh demo
 
 ## Lint, type-check, then unit + integration tests.
 test: $(STAMP) lint typecheck
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest tests/unit
 
 integration: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
@@ -55,6 +59,7 @@ typecheck: $(STAMP)
 
 ## Decode floor vs. end-to-end flow on the demo city (see benchmarks/README.md).
 bench: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/run.py
 
 ## Re-resolve pinned dependencies (needs the package registry).
