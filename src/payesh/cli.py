@@ -325,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", PayeshWarning)
+            # raised from odc-loader's in-memory warps in Dask threads, not about any input
+            warnings.filterwarnings("ignore", message="Dataset has no geotransform")
             warnings.showwarning = _show_warning
             return int(args.func(args))
     except PayeshError as err:

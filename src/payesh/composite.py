@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from payesh import nanops
 
 __all__ = ["month_starts", "monthly_composite"]
 
@@ -18,12 +19,8 @@ def month_starts(times: np.ndarray | pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def _nan_reduce(arr: np.ndarray, how: str) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-        if how == "median":
-            out = np.nanmedian(arr, axis=-1)
-        else:
-            out = np.nanmean(arr, axis=-1)
+    # all-NaN pixels stay NaN; nanops never warns (catch_warnings is not thread-safe)
+    out = nanops.nanmedian(arr, axis=-1) if how == "median" else nanops.nanmean(arr, axis=-1)
     return out.astype("float32")
 
 

@@ -8,10 +8,20 @@ that rioxarray and GDAL read; every array is written with a Zstandard compressor
 followed by a ``crc32c`` checksum codec. Root attributes hold the provenance of the
 latest run; each commit's metadata holds the provenance of its own run.
 
+The store root is a local directory or an ``s3://bucket/prefix`` URI (any S3-compatible
+service; credentials and endpoint from the environment, see :class:`S3Settings`).
+
 A run is written by :func:`write_run` as ONE commit: readers see either the previous
 snapshot or the new one, never a half-written month, and a crash before the commit
-leaves the last committed snapshot intact. Commits of one city are serialized by an
-exclusive lock on ``<store_root>/<city>.lock``.
+leaves the last committed snapshot intact. Concurrent runs of one city never interleave:
+
+* on a local directory, commits are serialized by an exclusive ``flock`` on
+  ``<store_root>/<city>.lock`` (the lock dies with its process, so a killed run never
+  leaves a stale lock behind);
+* on S3 there is no lock: Icechunk moves the branch with a conditional write, so of two
+  runs that started from the same snapshot the first to commit wins and the other fails
+  with a :class:`~payesh.errors.StoreError` ("another run ... committed first; re-run").
+  It is not rebased: its months were merged with the snapshot it started from.
 """
 
 from __future__ import annotations
@@ -23,16 +33,17 @@ import re
 import time as _time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dask
 import geopandas as gpd
 import icechunk
 import numpy as np
 import pandas as pd
-import shapely
 import xarray as xr
 import zarr
 from pyproj import CRS
@@ -40,12 +51,14 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError
 
 from payesh.errors import StoreError
+from payesh.sites_io import SITE_COLUMNS, prepare_sites, sites_from_dataset, sites_to_dataset
 
 __all__ = [
     "DEFAULT_STORE_ROOT",
     "GROUPS",
     "SITE_COLUMNS",
     "STORE_ENV",
+    "S3Settings",
     "history",
     "open_indicators",
     "open_sites",
@@ -73,16 +86,6 @@ RASTER_GROUPS: dict[str, tuple[str, str]] = {
     "ntl": ("y", "x"),
 }
 GROUPS = (*RASTER_GROUPS, "sites")
-SITE_COLUMNS = (
-    "site_id",
-    "first_seen",
-    "area_m2",
-    "tile",
-    "status",
-    "permit_id",
-    "confidence",
-    "geometry",
-)
 _SPATIAL_CHUNK = 1024
 _CITY_RE = re.compile(r"^[a-z0-9_-]+$")
 
@@ -108,8 +111,8 @@ def store_path(city_name: str, store: str | os.PathLike[str] | None = None) -> s
     city_name
         The city's id (``[a-z0-9_-]+``).
     store
-        Store root: a local directory (later also an object-store URI such as
-        ``s3://bucket/prefix``). Default: ``$PAYESH_STORE`` or ``./data/store``.
+        Store root: a local directory or an ``s3://bucket/prefix`` URI.
+        Default: ``$PAYESH_STORE`` or ``./data/store``.
 
     Returns
     -------
@@ -124,24 +127,103 @@ def store_path(city_name: str, store: str | os.PathLike[str] | None = None) -> s
     return str(Path(root.removeprefix("file://")) / city_name)
 
 
+@dataclass(frozen=True)
+class S3Settings:
+    """Where and how to reach an S3-compatible service; read once from the environment.
+
+    Attributes
+    ----------
+    endpoint_url
+        ``$PAYESH_S3_ENDPOINT``, else ``$AWS_ENDPOINT_URL_S3``, else ``$AWS_ENDPOINT_URL``;
+        None for AWS itself. With an endpoint, buckets are addressed path-style
+        (``http://host/bucket/key``), as MinIO, Ceph and moto expect; ``http://``
+        endpoints are allowed.
+    region
+        ``$AWS_REGION``, else ``$AWS_DEFAULT_REGION``; ``us-east-1`` when an endpoint is
+        set without a region.
+    access_key_id, secret_access_key, session_token
+        ``$AWS_ACCESS_KEY_ID``, ``$AWS_SECRET_ACCESS_KEY``, ``$AWS_SESSION_TOKEN``. When
+        the key pair is unset, the usual AWS credential chain (profile, instance role)
+        is used.
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """The settings named in the class docstring, from ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+
+        def get(*names: str) -> str | None:
+            return next((env[n] for n in names if env.get(n)), None)
+
+        endpoint = get("PAYESH_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+        region = get("AWS_REGION", "AWS_DEFAULT_REGION")
+        return cls(
+            endpoint_url=endpoint,
+            region=region or ("us-east-1" if endpoint else None),
+            access_key_id=get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=get("AWS_SECRET_ACCESS_KEY"),
+            session_token=get("AWS_SESSION_TOKEN"),
+        )
+
+    def storage(self, bucket: str, prefix: str) -> icechunk.Storage:
+        """An Icechunk storage for ``s3://bucket/prefix``."""
+        keys = bool(self.access_key_id and self.secret_access_key)
+        return icechunk.s3_storage(
+            bucket=bucket,
+            prefix=prefix,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            allow_http=bool(self.endpoint_url and self.endpoint_url.startswith("http://")),
+            force_path_style=self.endpoint_url is not None,
+            access_key_id=self.access_key_id if keys else None,
+            secret_access_key=self.secret_access_key if keys else None,
+            session_token=self.session_token if keys else None,
+            from_env=None if keys else True,
+        )
+
+
 def _storage(path: str) -> icechunk.Storage:
-    if _is_uri(path):
-        # Object stores (icechunk.s3_storage etc.) plug in here; the file lock below
-        # then has to become a conditional-write lease.
-        raise StoreError(f"store {path!r}: only local directories are supported for now")
-    return icechunk.local_filesystem_storage(str(Path(path).resolve()))
+    if not _is_uri(path):
+        return icechunk.local_filesystem_storage(str(Path(path).resolve()))
+    parts = urlsplit(path)
+    if parts.scheme != "s3":
+        raise StoreError(
+            f"store {path!r}: unsupported scheme {parts.scheme!r}; use a local directory "
+            "or s3://bucket/prefix"
+        )
+    if not parts.netloc:
+        raise StoreError(f"store {path!r} names no bucket; use s3://bucket/prefix")
+    return S3Settings.from_env().storage(parts.netloc, parts.path.strip("/"))
 
 
 def _open_repo(city_name: str, store: str | os.PathLike[str] | None) -> icechunk.Repository:
     path = store_path(city_name, store)
+    missing = StoreError(
+        f"no store for city {city_name} at {path} — run `payesh run {city_name}` first"
+    )
     if not _is_uri(path) and not Path(path).exists():
-        raise StoreError(
-            f"no store for city {city_name} at {path} — run `payesh run {city_name}` first"
-        )
+        raise missing
     try:
-        return icechunk.Repository.open(_storage(path))
+        storage = _storage(path)
+        if _is_uri(path) and not icechunk.Repository.exists(storage):
+            raise missing
+        return icechunk.Repository.open(storage)
     except icechunk.IcechunkError as err:
-        raise StoreError(f"cannot open the store of {city_name} at {path}: {err}") from err
+        raise StoreError(
+            f"cannot open the store of {city_name} at {path}: {_first_line(err)}"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    """Icechunk's errors span many lines (a span trace); a message needs the first."""
+    lines = [ln.strip(" x|`-") for ln in str(err).splitlines()]
+    return next((ln for ln in lines if ln), type(err).__name__)
 
 
 def _readonly_session(repo: icechunk.Repository, city_name: str, version: str | None) -> Any:
@@ -161,7 +243,11 @@ def _readonly_session(repo: icechunk.Repository, city_name: str, version: str | 
 
 @contextmanager
 def _city_lock(root: str, city_name: str, timeout: float) -> Iterator[None]:
-    """Exclusive ``flock`` on ``<root>/<city>.lock``, waiting at most ``timeout`` seconds."""
+    """Exclusive ``flock`` on ``<root>/<city>.lock``, waiting at most ``timeout`` seconds.
+
+    The lock file's existence means nothing: the lock is the kernel's, held by an open
+    file descriptor, and is released when the holder exits or is killed.
+    """
     lock_path = Path(root) / f"{city_name}.lock"
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -184,6 +270,18 @@ def _city_lock(root: str, city_name: str, timeout: float) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _writer_lock(path: str, city_name: str, timeout: float) -> Iterator[None]:
+    """The city lock for a local store; nothing for an object store (see the module doc)."""
+    if _is_uri(path):
+        yield
+        return
+    root = Path(path).parent
+    root.mkdir(parents=True, exist_ok=True)
+    with _city_lock(str(root), city_name, timeout):
+        yield
 
 
 # --------------------------------------------------------------------------- CRS
@@ -300,92 +398,6 @@ def _prepare_raster(name: str, ds: xr.Dataset) -> xr.Dataset:
         ds["time"].attrs.setdefault("standard_name", "time")
         ds["time"].attrs.setdefault("long_name", "month (start)")
     return ds
-
-
-def sites_to_dataset(gdf: gpd.GeoDataFrame) -> xr.Dataset:
-    """The ``sites`` group of the store from a GeoDataFrame of sites.
-
-    Parameters
-    ----------
-    gdf
-        One row per site with the columns :data:`SITE_COLUMNS` (``area_m2`` in m²,
-        ``first_seen`` a date, ``confidence`` in [0, 1]) and a CRS.
-
-    Returns
-    -------
-    xarray.Dataset
-        Dimension ``site``; the geometry as hex WKB strings in ``geometry_wkb``, the CRS
-        in the attributes ``crs`` and ``crs_wkt``.
-    """
-    missing = [c for c in SITE_COLUMNS if c != "geometry" and c not in gdf.columns]
-    if missing:
-        raise StoreError(f"sites lack the column(s) {missing}; expected {list(SITE_COLUMNS)}")
-    if gdf.crs is None:
-        raise StoreError("sites have no CRS; set one with GeoDataFrame.set_crs(...)")
-    crs = CRS.from_user_input(gdf.crs)
-
-    def strings(col: str) -> np.ndarray:
-        return np.array(["" if pd.isna(v) else str(v) for v in gdf[col]], dtype=object)
-
-    data = {
-        "site_id": strings("site_id"),
-        "first_seen": pd.to_datetime(gdf["first_seen"]).to_numpy(dtype="datetime64[ns]"),
-        "area_m2": gdf["area_m2"].to_numpy(dtype="float64"),
-        "tile": strings("tile"),
-        "status": strings("status"),
-        "permit_id": strings("permit_id"),
-        "confidence": gdf["confidence"].to_numpy(dtype="float32"),
-        "geometry_wkb": np.array(
-            shapely.to_wkb(gdf.geometry.values, hex=True), dtype=object
-        ).reshape(-1),
-    }
-    attrs = {
-        "area_m2": {"units": "m2", "long_name": "area of the site"},
-        "confidence": {"units": "1", "long_name": "confidence that the site is new construction"},
-        "status": {"long_name": "unauthorized | permitted"},
-        "permit_id": {"long_name": "overlapping permit ('' when none)"},
-        "geometry_wkb": {"long_name": "site polygon", "encoding": "WKB, hex"},
-        "first_seen": {"long_name": "date the site became persistently built-up"},
-    }
-    ds = xr.Dataset({k: ("site", v, attrs.get(k, {})) for k, v in data.items()})
-    ds.attrs.update({"crs": crs.to_string(), "crs_wkt": crs.to_wkt()})
-    return ds
-
-
-def sites_from_dataset(ds: xr.Dataset) -> gpd.GeoDataFrame:
-    """Inverse of :func:`sites_to_dataset` (loads the values)."""
-    ds = ds.load()
-    n = ds.sizes.get("site", 0)
-
-    def strings(col: str) -> list[str]:
-        return [str(v) for v in np.asarray(ds[col].values).reshape(n)]
-
-    geoms = shapely.from_wkb(np.array(strings("geometry_wkb"), dtype=object)) if n else []
-    df = pd.DataFrame(
-        {
-            "site_id": pd.Series(strings("site_id"), dtype=object),
-            "first_seen": pd.to_datetime(ds["first_seen"].values.reshape(n)),
-            "area_m2": ds["area_m2"].values.astype("float64").reshape(n),
-            "tile": pd.Series(strings("tile"), dtype=object),
-            "status": pd.Series(strings("status"), dtype=object),
-            "permit_id": pd.Series([s or None for s in strings("permit_id")], dtype=object),
-            "confidence": ds["confidence"].values.astype("float32").reshape(n),
-        }
-    )
-    crs = ds.attrs.get("crs_wkt") or ds.attrs.get("crs")
-    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
-
-
-def _prepare_sites(obj: xr.Dataset | gpd.GeoDataFrame) -> xr.Dataset:
-    if isinstance(obj, gpd.GeoDataFrame):
-        return sites_to_dataset(obj)
-    need = [c for c in SITE_COLUMNS if c != "geometry"] + ["geometry_wkb"]
-    missing = [c for c in need if c not in obj.variables]
-    if missing:
-        raise StoreError(f"group 'sites' lacks the variable(s) {missing}; expected {need}")
-    if "crs" not in obj.attrs and "crs_wkt" not in obj.attrs:
-        raise StoreError("group 'sites' has no `crs` attribute")
-    return obj.drop_encoding()
 
 
 # --------------------------------------------------------------------------- merging
@@ -537,12 +549,21 @@ def write_run(
         Root attributes: ``code_version``, ``source_items`` (per product),
         ``model_versions``, … Non-scalar values are stored as JSON strings.
     lock_timeout
-        Seconds to wait for another writer of the same city before giving up.
+        Seconds to wait for another writer of the same city before giving up (local
+        stores; an object store has no lock, see below).
 
     Returns
     -------
     str
         The id of the new snapshot.
+
+    Raises
+    ------
+    StoreError
+        On bad input (nothing is written); when the store cannot be opened; when another
+        writer holds a local store's lock past ``lock_timeout``; when, on an object
+        store, another run of the city committed after this one started (nothing of
+        this run is visible; re-run it).
     """
     if not groups:
         raise StoreError("write_run got no groups to write")
@@ -552,7 +573,7 @@ def write_run(
     prepared: dict[str, xr.Dataset] = {}
     for name, obj in groups.items():
         if name == "sites":
-            prepared[name] = _prepare_sites(obj)
+            prepared[name] = prepare_sites(obj)
         elif isinstance(obj, xr.Dataset):
             prepared[name] = _prepare_raster(name, obj)
         else:
@@ -564,15 +585,16 @@ def write_run(
         prepared = {name: ds.compute() for name, ds in prepared.items()}
 
     path = store_path(city_name, store)
-    root = str(Path(path).parent)
-    Path(root).mkdir(parents=True, exist_ok=True)
-    with _city_lock(root, city_name, lock_timeout):
+    storage = _storage(path)
+    with _writer_lock(path, city_name, lock_timeout):
         try:
-            repo = icechunk.Repository.open_or_create(_storage(path))
+            repo = icechunk.Repository.open_or_create(storage)
             session = repo.writable_session(BRANCH)
             base = repo.readonly_session(snapshot_id=session.snapshot_id)
         except icechunk.IcechunkError as err:
-            raise StoreError(f"cannot open the store of {city_name} at {path}: {err}") from err
+            raise StoreError(
+                f"cannot open the store of {city_name} at {path}: {_first_line(err)}"
+            ) from err
         stored = _group_names(base.store)
         for name, ds in prepared.items():
             if name in RASTER_GROUPS and name in stored:
@@ -587,8 +609,18 @@ def write_run(
         }
         try:
             return str(session.commit(message, metadata=metadata))
+        except icechunk.ConflictError as err:
+            # Only an object store gets here (a local store is locked): another run moved
+            # the branch since this one started. Its months were merged with the snapshot
+            # this run started from, so rebasing could drop the other run's months.
+            raise StoreError(
+                f"another run of {city_name} committed to {path} first; nothing of this run "
+                f"was stored — re-run it ({_first_line(err)})"
+            ) from err
         except icechunk.IcechunkError as err:
-            raise StoreError(f"commit to the store of {city_name} failed: {err}") from err
+            raise StoreError(
+                f"commit to the store of {city_name} failed: {_first_line(err)}"
+            ) from err
 
 
 # --------------------------------------------------------------------------- reading

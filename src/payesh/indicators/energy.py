@@ -22,6 +22,7 @@ from pyproj import Transformer
 from scipy import sparse
 from scipy.special import ndtr
 
+from payesh import nanops
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid
 from payesh.indicators.tiles import spatial_dims, tile_coords_dataset, tile_reduce
@@ -293,23 +294,21 @@ def _robust_baseline(
     sig = np.full(values.shape, np.nan)
     finite = np.isfinite(values)
     idx = np.arange(n)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for t in range(n):
-            same = (months == months[t]) & (idx != t)
-            others = (idx < t) & (idx >= t - TRAILING_MONTHS)
-            n_same = (finite & same).sum(axis=-1, keepdims=True)
-            use = np.where(n_same >= min_years, same, others)
-            base = np.where(use & finite, values, np.nan)
-            enough = (
-                (np.isfinite(base).sum(axis=-1) >= min_count)
-                if n > 1
-                else np.zeros(values.shape[:-1], bool)
-            )
-            m = np.nanmedian(base, axis=-1)
-            mad = np.nanmedian(np.abs(base - m[..., None]), axis=-1)
-            med[..., t] = np.where(enough, m, np.nan)
-            sig[..., t] = np.where(enough, _MAD_TO_SIGMA * mad, np.nan)
+    for t in range(n):
+        same = (months == months[t]) & (idx != t)
+        others = (idx < t) & (idx >= t - TRAILING_MONTHS)
+        n_same = (finite & same).sum(axis=-1, keepdims=True)
+        use = np.where(n_same >= min_years, same, others)
+        base = np.where(use & finite, values, np.nan)
+        enough = (
+            (np.isfinite(base).sum(axis=-1) >= min_count)
+            if n > 1
+            else np.zeros(values.shape[:-1], bool)
+        )
+        m = nanops.nanmedian(base, axis=-1)
+        mad = nanops.nanmedian(np.abs(base - m[..., None]), axis=-1)
+        med[..., t] = np.where(enough, m, np.nan)
+        sig[..., t] = np.where(enough, _MAD_TO_SIGMA * mad, np.nan)
     return med, sig
 
 
@@ -417,9 +416,7 @@ def _trend_kernel(
     slopes = np.where(dt > 0, slopes, np.nan)
     finite = np.isfinite(x)
     n = finite.sum(axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        slope = np.nanmedian(slopes, axis=-1) if slopes.shape[-1] else np.full(n.shape, np.nan)
+    slope = nanops.nanmedian(slopes, axis=-1) if slopes.shape[-1] else np.full(n.shape, np.nan)
     # Mann–Kendall S with the tie-corrected variance (as scipy.stats.kendalltau,
     # method="asymptotic": no continuity correction).
     s = np.nansum(np.sign(dx), axis=-1)
@@ -485,9 +482,7 @@ def ntl_trend(ntl_sum: xr.DataArray, *, min_points: int = 4) -> xr.Dataset:
 
 
 def _nanmedian_2d(a: np.ndarray) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing month stays NaN
-        return np.nanmedian(a, axis=(-2, -1)).astype("float32")
+    return nanops.nanmedian(a, axis=(-2, -1)).astype("float32")  # all-missing → NaN
 
 
 def lst_tile_indicators(

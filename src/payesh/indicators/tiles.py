@@ -9,12 +9,12 @@ aligned grid such as Landsat's on ``aligned_geobox(city, 30)``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import numpy as np
 import xarray as xr
 
+from payesh import nanops
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid
 
@@ -24,9 +24,8 @@ Reduction = Literal["sum", "mean", "count", "max"]
 
 
 def _nanmax(a: np.ndarray, axis: tuple[int, ...] | int | None = None, **_: object) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing tile stays NaN
-        return np.nanmax(a, axis=axis)
+    assert axis is not None
+    return nanops.nanmax(a, axis=axis)  # an all-missing tile stays NaN
 
 
 def spatial_dims(da: xr.DataArray | xr.Dataset) -> tuple[str, str]:

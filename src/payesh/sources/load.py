@@ -21,6 +21,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from payesh.errors import MissingDataWarning, SourceError
+from payesh.sources.checksum import verify_items
 from payesh.sources.profiles import LANDSAT, S2, VIIRS, Product
 
 __all__ = ["S2_REFLECTANCE", "load_landsat_lst", "load_s2", "load_viirs"]
@@ -147,12 +148,18 @@ def _to_physical(
 # GDAL options for reading COGs. Remote reads must not list directories on open and
 # should retry transient HTTP errors; local reads keep directory listing so that
 # ``.aux.xml`` sidecars (which some real products carry their georeferencing in) are found.
+# GDAL_HTTP_VERSION=2TLS asks for HTTP/2 over https only (multiplexing needs it); plain
+# http stays HTTP/1.1 rather than attempting an h2c upgrade. GDAL_HTTP_RETRY_CODES
+# (GDAL >= 3.10) retries throttling and gateway errors, not only 502/503/504.
 GDAL_REMOTE = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
     "GDAL_HTTP_MULTIPLEX": "YES",
-    "GDAL_HTTP_VERSION": "2",
+    "GDAL_HTTP_VERSION": "2TLS",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2",
     "VSI_CACHE": "TRUE",
 }
@@ -174,6 +181,7 @@ def _load(
     chunks: Mapping[str, int] | None,
     resampling: str | dict[str, str] = "nearest",
 ) -> xr.Dataset:
+    verify_items(items, asset_keys.values())  # only assets that carry a file:checksum
     _configure_gdal(items, asset_keys)
     try:
         ds = odc.stac.load(

@@ -1,0 +1,167 @@
+"""``file:checksum`` verification (STAC file extension) before imagery is read.
+
+The file extension gives an asset's checksum as a hex-encoded multihash: a varint
+hash-function code, a varint digest length, then the digest — ``1220…`` is SHA2-256,
+``1340…`` SHA2-512 (what USGS Landsat items carry). When an item gives one, the bytes
+behind the asset's href (a local file or an http(s) URL, downloaded with retries) are
+hashed and compared; a mismatch is a :class:`~payesh.errors.SourceError` naming the item,
+the asset and the href. Verified ``(href, checksum)`` pairs are remembered for the life
+of the process, so an asset read for several months is hashed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pystac
+import requests
+from pystac_client.exceptions import APIError
+
+from payesh.errors import SourceError
+from payesh.sources.http import DEFAULT_POLICY, RetryPolicy, check_response, with_retries
+
+__all__ = ["parse_multihash", "verify_asset", "verify_items"]
+
+log = logging.getLogger(__name__)
+
+#: multicodec code -> (name, hashlib constructor).
+_HASHES: dict[int, tuple[str, Callable[[], Any]]] = {
+    0x11: ("sha1", hashlib.sha1),
+    0x12: ("sha2-256", hashlib.sha256),
+    0x13: ("sha2-512", hashlib.sha512),
+    0x14: ("sha3-512", hashlib.sha3_512),
+    0x15: ("sha3-384", hashlib.sha3_384),
+    0x16: ("sha3-256", hashlib.sha3_256),
+    0x17: ("sha3-224", hashlib.sha3_224),
+    0x20: ("sha2-384", hashlib.sha384),
+    0xD5: ("md5", hashlib.md5),
+    0xB220: ("blake2b-256", lambda: hashlib.blake2b(digest_size=32)),
+    0xB240: ("blake2b-512", lambda: hashlib.blake2b(digest_size=64)),
+}
+
+_CHUNK = 1 << 20
+_verified: set[tuple[str, str]] = set()
+_verified_lock = threading.Lock()
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_multihash(text: str) -> tuple[int, bytes]:
+    """``(hash function code, digest)`` of a hex multihash such as ``1220…``.
+
+    Raises
+    ------
+    ValueError
+        Not hex, or the declared digest length does not match.
+    """
+    data = bytes.fromhex(text.strip())
+    code, pos = _varint(data, 0)
+    length, pos = _varint(data, pos)
+    digest = data[pos:]
+    if len(digest) != length:
+        raise ValueError(f"declares a {length}-byte digest but holds {len(digest)} bytes")
+    return code, digest
+
+
+def _local_path(href: str) -> Path | None:
+    parsed = urlparse(href)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path) if parsed.scheme == "file" else href)
+    return None
+
+
+def _digest(href: str, make: Callable[[], Any], policy: RetryPolicy) -> bytes:
+    local = _local_path(href)
+    if local is not None:
+        h = make()
+        with local.open("rb") as f:
+            for block in iter(lambda: f.read(_CHUNK), b""):
+                h.update(block)
+        return bytes(h.digest())
+
+    def once() -> bytes:
+        h = make()
+        with requests.get(href, stream=True, timeout=policy.timeout) as resp:
+            check_response(resp)
+            for block in resp.iter_content(_CHUNK):
+                h.update(block)
+        return bytes(h.digest())
+
+    return with_retries(once, url=f"GET {href}", policy=policy)
+
+
+def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> bool:
+    """Check the bytes of ``item.assets[key]`` against its ``file:checksum``.
+
+    Returns
+    -------
+    bool
+        ``True`` when a checksum was given and matched, ``False`` when there was none to
+        check (or its hash function is one payesh does not know, which is logged).
+
+    Raises
+    ------
+    SourceError
+        The checksum is malformed, the bytes cannot be read, or they do not match.
+    """
+    asset = item.assets[key]
+    expected = asset.extra_fields.get("file:checksum")
+    if not expected:
+        return False
+    href = asset.get_absolute_href() or asset.href
+    where = f"item {item.id!r} asset {key!r} ({href})"
+    try:
+        code, digest = parse_multihash(str(expected))
+    except ValueError as err:
+        raise SourceError(f"{where}: file:checksum {expected!r} is not a multihash: {err}") from err
+    if code not in _HASHES:
+        log.warning("%s: file:checksum uses multihash code 0x%x; not verified", where, code)
+        return False
+    with _verified_lock:
+        if (href, str(expected)) in _verified:
+            return True
+    name, make = _HASHES[code]
+    if _local_path(href) is None and not href.startswith(("http://", "https://")):
+        log.warning("%s: cannot fetch %s to verify its file:checksum", where, href)
+        return False
+    try:
+        got = _digest(href, make, policy)
+    except (OSError, requests.RequestException, APIError) as err:
+        raise SourceError(f"{where}: cannot read it to verify its file:checksum: {err}") from err
+    if got != digest:
+        raise SourceError(
+            f"{where} does not match its file:checksum: {name} is {got.hex()[:16]}…, "
+            f"the item says {digest.hex()[:16]}… — the file is corrupt or was changed; "
+            f"fetch it again or drop the item"
+        )
+    with _verified_lock:
+        _verified.add((href, str(expected)))
+    return True
+
+
+def verify_items(
+    items: Sequence[pystac.Item],
+    keys: Iterable[str],
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> int:
+    """Verify every ``keys`` asset of ``items`` that has a ``file:checksum``; how many did."""
+    wanted = list(keys)
+    return sum(verify_asset(item, key, policy=policy) for item in items for key in wanted)

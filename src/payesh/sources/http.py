@@ -1,0 +1,268 @@
+"""HTTP with a bounded retry policy, for STAC APIs and asset downloads.
+
+pystac-client's own retries (a urllib3 ``Retry`` on the session) only cover failures to
+connect. A real provider also answers 429 when it throttles, 5xx when it is overloaded,
+stalls, and drops connections in the middle of a body. :class:`RetryPolicy` says how
+often and how patiently to retry those; :class:`RetryingStacApiIO` applies it to every
+request pystac-client makes (landing page, conformance, collections, every page of a
+search), and :func:`with_retries` to any other call.
+
+Backoff is exponential with "equal jitter": before attempt ``n + 1`` the client waits
+``d / 2 + uniform(0, d / 2)`` with ``d = min(max_backoff, backoff * 2 ** (n - 1))``, or
+what the server's ``Retry-After`` asks for when that is longer (capped at ``max_backoff``).
+After ``attempts`` tries, one :class:`RetriesExhausted` names the URL, the number of
+attempts and the last status or error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import requests
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+
+__all__ = [
+    "RETRY_STATUSES",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "RetryingStacApiIO",
+    "TransientError",
+    "with_retries",
+]
+
+log = logging.getLogger(__name__)
+
+#: HTTP statuses worth retrying: throttling and server-side trouble.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Request-level failures worth retrying: refused/reset connections, timeouts, bodies cut short.
+RETRY_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How patiently to talk to a remote server.
+
+    Parameters
+    ----------
+    attempts
+        Tries in all (first one included), >= 1.
+    backoff
+        Base delay, seconds: the wait before the second try is about ``backoff``, then it
+        doubles (with jitter) each time.
+    max_backoff
+        Longest single wait, seconds; also caps a server's ``Retry-After``.
+    connect_timeout, read_timeout
+        Seconds to connect, and to wait for the next bytes of a response.
+    seed
+        Seed of the jitter (``None``: a fresh random generator); tests fix it.
+    """
+
+    attempts: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    seed: int | None = None
+    _rng: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, not {self.attempts}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("backoff and max_backoff must be >= 0 seconds")
+        object.__setattr__(self, "_rng", random.Random(self.seed))
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """``(connect, read)`` timeout for requests, seconds."""
+        return (self.connect_timeout, self.read_timeout)
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
+        d = min(self.max_backoff, self.backoff * 2 ** (failures - 1))
+        wait = d / 2 + self._rng.uniform(0, d / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_backoff))
+        return wait
+
+    def worst_case_seconds(self) -> float:
+        """An upper bound on the time one retried request can take, seconds."""
+        waits = sum(min(self.max_backoff, self.backoff * 2**i) for i in range(self.attempts - 1))
+        per_try = self.connect_timeout + self.read_timeout
+        return waits + self.attempts * per_try
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+class TransientError(Exception):
+    """A failure that may go away if the same request is tried again."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RetriesExhausted(APIError):
+    """Every attempt of a request failed; names the URL, the attempts and the last failure."""
+
+    def __init__(self, url: str, attempts: int, last: str, status: int | None) -> None:
+        plural = "s" if attempts != 1 else ""
+        super().__init__(f"{url}: gave up after {attempts} attempt{plural}, last: {last}")
+        self.url = url
+        self.attempts = attempts
+        self.last = last
+        self.status_code = status
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds asked for by a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def describe_response(resp: requests.Response) -> str:
+    """``HTTP 503 Service Unavailable: <start of the body>``."""
+    body = " ".join(resp.text[:200].split()) if resp.content else ""
+    reason = f" {resp.reason}" if resp.reason else ""
+    return f"HTTP {resp.status_code}{reason}" + (f": {body}" if body else "")
+
+
+def check_response(resp: requests.Response) -> requests.Response:
+    """``resp`` if it is a success; :class:`TransientError` if worth retrying; else APIError."""
+    if 200 <= resp.status_code < 300:
+        return resp
+    if resp.status_code in RETRY_STATUSES:
+        raise TransientError(
+            describe_response(resp),
+            status=resp.status_code,
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+        )
+    err = APIError(f"{resp.url}: {describe_response(resp)}")
+    err.status_code = resp.status_code
+    raise err
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    url: str,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``call`` until it succeeds, retrying transient failures under ``policy``.
+
+    ``call`` signals a retryable failure by raising :class:`TransientError` or one of
+    the connection/timeout errors of ``requests``; anything else propagates at once.
+
+    Raises
+    ------
+    RetriesExhausted
+        After ``policy.attempts`` failed tries.
+    """
+    last = "no attempt made"
+    status: int | None = None
+    for attempt in range(1, policy.attempts + 1):
+        retry_after: float | None = None
+        try:
+            return call()
+        except TransientError as err:
+            last, status, retry_after = str(err), err.status, err.retry_after
+        except RETRY_EXCEPTIONS as err:
+            last, status = f"{type(err).__name__}: {err}", None
+        if attempt < policy.attempts:
+            wait = policy.delay(attempt, retry_after)
+            log.info(
+                "%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                url,
+                attempt,
+                policy.attempts,
+                last,
+                wait,
+            )
+            sleep(wait)
+    raise RetriesExhausted(url, policy.attempts, last, status)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class RetryingStacApiIO(StacApiIO):
+    """pystac-client's ``StacApiIO`` whose every request is retried under a :class:`RetryPolicy`.
+
+    429/5xx answers, timeouts, refused or reset connections and truncated bodies are
+    retried with backoff; other 4xx answers fail at once with pystac-client's
+    ``APIError``; a request that keeps failing raises :class:`RetriesExhausted`.
+    """
+
+    def __init__(self, policy: RetryPolicy = DEFAULT_POLICY, **kwargs: Any) -> None:
+        # max_retries=None: no urllib3 retries underneath ours (they would multiply).
+        super().__init__(timeout=policy.timeout, max_retries=None, **kwargs)
+        self.policy = policy
+
+    def request(
+        self,
+        href: str,
+        method: str | None = None,
+        headers: dict[str, str] | None = None,
+        parameters: dict[str, Any] | None = None,
+    ) -> str:
+        """GET/POST ``href`` with retries; the decoded body of the response."""
+        verb = (method or "GET").upper()
+        if verb in _BODY_METHODS:
+            req = requests.Request(method=verb, url=href, headers=headers, json=parameters)
+        else:
+            params = deepcopy(parameters) or {}
+            req = requests.Request(method=verb, url=href, headers=headers, params=params)
+        modified = self._req_modifier(req) if self._req_modifier else None
+        prepped = self.session.prepare_request(modified or req)
+        if verb in _BODY_METHODS:
+            log.debug("%s %s %s", verb, prepped.url, json.dumps(parameters))
+        send_kwargs = self.session.merge_environment_settings(
+            str(prepped.url), proxies={}, stream=None, verify=True, cert=None
+        )
+
+        def once() -> str:
+            resp = self.session.send(prepped, timeout=self.timeout, **send_kwargs)
+            check_response(resp)
+            try:
+                return resp.content.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise TransientError(f"undecodable body: {err}", status=resp.status_code) from err
+
+        return with_retries(once, url=f"{verb} {prepped.url}", policy=self.policy)

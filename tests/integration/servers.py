@@ -1,0 +1,419 @@
+"""Real servers on loopback for the integration tests, with faults on demand.
+
+* :class:`FaultyServer` — a ``ThreadingHTTPServer`` on ``127.0.0.1`` (free port) that
+  either serves a directory with byte-range support (206 Partial Content, ``Accept-Ranges``,
+  ``Content-Range``, HEAD) or forwards every request to an upstream server (a reverse
+  proxy that rewrites the upstream's own URL in bodies to its own), and in both modes can
+  be told to misbehave: answer a status (503, 429 with ``Retry-After``), stall, drop the
+  connection, or cut a body short — for the next N requests, forever, or at a seeded rate.
+  Every request is logged (:attr:`FaultyServer.hits`).
+* :func:`start_rustac` — ``rustac serve`` (a real STAC API, in-memory backend) loaded with
+  collection files and one ``FeatureCollection`` of items; it is ready when its landing
+  page answers.
+* :func:`write_api_items` — turns a static catalog into the files ``rustac serve`` loads,
+  asset hrefs rewritten to URLs on an asset server and ``file:checksum`` added.
+
+Any path served by a directory server may start with one throw-away segment that is
+ignored when it names no file or folder at the root, e.g. ``/t1/sentinel-2-l2a/x/B04.tif``
+is ``<root>/sentinel-2-l2a/x/B04.tif``: tests use it to dodge GDAL's process-wide
+``/vsicurl/`` cache, so that each test's reads really reach the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+RUSTAC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rustac"
+
+FILE_EXTENSION = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request the server received, and what it answered."""
+
+    method: str
+    path: str
+    range: str | None
+    status: int | str  # an HTTP status, or "stall"/"reset"/"truncate"
+
+
+@dataclass
+class Fault:
+    """What to do instead of answering normally."""
+
+    kind: str = "status"  # "status" | "stall" | "reset" | "truncate"
+    status: int = 503
+    retry_after: float | None = None
+    seconds: float = 0.0  # for "stall"
+
+
+class Faults:
+    """Thread-safe fault schedule: the next N requests, always, or a seeded rate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[Fault] = []
+        self._always: Fault | None = None
+        self._rate = 0.0
+        self._rate_fault = Fault()
+        self._rng = random.Random(0)
+
+    def next(self, n: int, **fault: Any) -> None:
+        """The next ``n`` requests get ``Fault(**fault)``."""
+        with self._lock:
+            self._queue.extend(Fault(**fault) for _ in range(n))
+
+    def always(self, **fault: Any) -> None:
+        """Every request gets ``Fault(**fault)`` until :meth:`clear`."""
+        with self._lock:
+            self._always = Fault(**fault)
+
+    def rate(self, p: float, *, seed: int = 0, **fault: Any) -> None:
+        """Each request fails with probability ``p`` (seeded)."""
+        with self._lock:
+            self._rate, self._rng, self._rate_fault = p, random.Random(seed), Fault(**fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._always = None
+            self._rate = 0.0
+
+    def draw(self) -> Fault | None:
+        with self._lock:
+            if self._queue:
+                return self._queue.pop(0)
+            if self._always is not None:
+                return self._always
+            if self._rate and self._rng.random() < self._rate:
+                return self._rate_fault
+            return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FaultyServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    # --- dispatch ---------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        body = b""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            body = self.rfile.read(length)
+        fault = self.server.faults.draw()
+        if fault is not None and fault.kind != "truncate":
+            self._fault(fault)
+            return
+        truncate = fault is not None
+        if self.server.upstream is not None:
+            status, headers, payload = self._forward(body)
+        else:
+            status, headers, payload = self._file()
+        self.server.log(self, "truncate" if truncate else status)
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        if truncate:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        if truncate:
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(payload)
+
+    def _fault(self, fault: Fault) -> None:
+        if fault.kind == "stall":
+            self.server.log(self, "stall")
+            time.sleep(fault.seconds)
+            self.close_connection = True
+            return
+        if fault.kind == "reset":
+            self.server.log(self, "reset")
+            self.close_connection = True
+            # SO_LINGER 0: the client sees a TCP reset, not a clean close
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        self.server.log(self, fault.status)
+        payload = json.dumps({"code": "Injected", "description": f"fault {fault.status}"})
+        data = payload.encode()
+        self.send_response(fault.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if fault.retry_after is not None:
+            self.send_header("Retry-After", f"{fault.retry_after:g}")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    # --- a directory, with ranges --------------------------------------------------------
+    def _resolve(self) -> Path | None:
+        root = self.server.root
+        assert root is not None
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        parts = [p for p in rel.split("/") if p]
+        if any(p in ("..", ".") for p in parts):
+            return None
+        candidate = root.joinpath(*parts) if parts else root
+        if not candidate.is_file() and len(parts) > 1:
+            candidate = root.joinpath(*parts[1:])  # a throw-away leading segment
+        return candidate if candidate.is_file() else None
+
+    def _file(self) -> tuple[int, dict[str, str], bytes]:
+        path = self._resolve()
+        if path is None:
+            return 404, {"Content-Type": "text/plain"}, b"not found"
+        size = path.stat().st_size
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        if path.suffix == ".json":
+            headers["Content-Type"] = "application/json"
+        spec = self.headers.get("Range")
+        m = _RANGE.match(spec.strip()) if spec else None
+        if spec and not m:
+            # a multi-range or malformed request: ignoring Range is allowed (RFC 9110)
+            spec = None
+        if m:
+            first, last = m.group(1), m.group(2)
+            if first == "":  # suffix range: the last N bytes
+                n = int(last)
+                start, end = max(0, size - n), size - 1
+            else:
+                start = int(first)
+                end = min(int(last), size - 1) if last else size - 1
+            if start >= size or start > end:
+                return 416, {"Content-Range": f"bytes */{size}"}, b""
+            with path.open("rb") as f:
+                f.seek(start)
+                data = f.read(end - start + 1)
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return 206, headers, data
+        data = path.read_bytes()
+        return 200, headers, data
+
+    # --- a reverse proxy -------------------------------------------------------------------
+    def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        host, port = self.server.upstream  # type: ignore[misc]
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        headers["Host"] = f"{host}:{port}"
+        try:
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        finally:
+            conn.close()
+        mine, theirs = self.server.url.encode(), f"http://{host}:{port}".encode()
+        payload = payload.replace(theirs, mine)
+        out = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP}
+        return resp.status, out, payload
+
+
+_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "host",
+    "te",
+    "upgrade",
+    "accept-encoding",
+    "content-encoding",
+}
+
+
+class FaultyServer(ThreadingHTTPServer):
+    """A loopback HTTP server (directory with ranges, or a reverse proxy) with faults.
+
+    Use :func:`serve_directory` / :func:`serve_proxy`, which start and stop it.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, *, root: Path | None = None, upstream: tuple[str, int] | None = None
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = Path(root) if root is not None else None
+        self.upstream = upstream
+        self.faults = Faults()
+        self.hits: list[Hit] = []
+        self._hits_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self, handler: _Handler, status: int | str) -> None:
+        hit = Hit(handler.command, handler.path, handler.headers.get("Range"), status)
+        with self._hits_lock:
+            self.hits.append(hit)
+
+    def take_hits(self) -> list[Hit]:
+        """The requests logged so far, forgetting them."""
+        with self._hits_lock:
+            out, self.hits = self.hits, []
+        return out
+
+    def start(self) -> FaultyServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[FaultyServer]:
+    """Serve ``root`` over HTTP with range support on a free loopback port."""
+    server = FaultyServer(root=root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def serve_proxy(upstream_url: str) -> Iterator[FaultyServer]:
+    """A fault-injecting reverse proxy in front of ``upstream_url`` (``http://host:port``)."""
+    m = re.match(r"^http://([^:/]+):(\d+)/?$", upstream_url)
+    if not m:
+        raise ValueError(f"not an http://host:port URL: {upstream_url}")
+    server = FaultyServer(upstream=(m.group(1), int(m.group(2)))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_ready(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[Any]) -> None:
+    """Poll ``url`` until it answers 200; fail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+            last = err
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout} s (last error: {last})")
+
+
+@contextmanager
+def start_rustac(hrefs: Iterable[Path], *, log_file: Path) -> Iterator[str]:
+    """``rustac serve`` on a free port, loaded with ``hrefs``; yields its root URL."""
+    port = free_port()
+    cmd = [str(RUSTAC), "serve", "--addr", f"127.0.0.1:{port}", *map(str, hrefs)]
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_until_ready(url + "/", proc=proc)
+            except (RuntimeError, TimeoutError) as err:
+                raise RuntimeError(f"{err}; rustac said: {log_file.read_text()[-2000:]}") from err
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def multihash_sha256(path: Path) -> str:
+    """``file:checksum`` of a file: multihash hex of its SHA2-256 (``1220…``)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "1220" + h.hexdigest()
+
+
+def write_api_items(catalog: Path, out: Path, asset_base: str) -> list[Path]:
+    """Files for ``rustac serve``: one JSON per collection and ``items.json``.
+
+    Every asset href becomes ``<asset_base>/<path relative to the catalog folder>`` and
+    gets a ``file:checksum``; links are dropped (the API makes its own).
+    """
+    root = catalog.parent
+    out.mkdir(parents=True, exist_ok=True)
+    files, features = [], []
+    for col in sorted(root.glob("*/collection.json")):
+        data = json.loads(col.read_text())
+        data["links"] = []
+        dest = out / f"{data['id']}.json"
+        dest.write_text(json.dumps(data))
+        files.append(dest)
+        for item_path in sorted(col.parent.glob("*/*.json")):
+            item = json.loads(item_path.read_text())
+            item["links"] = []
+            item["collection"] = data["id"]
+            if FILE_EXTENSION not in item.setdefault("stac_extensions", []):
+                item["stac_extensions"].append(FILE_EXTENSION)
+            for asset in item["assets"].values():
+                local = (item_path.parent / asset["href"]).resolve()
+                asset["href"] = f"{asset_base}/{local.relative_to(root.resolve()).as_posix()}"
+                asset["file:checksum"] = multihash_sha256(local)
+            features.append(item)
+    items = out / "items.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return [*files, items]

@@ -1,0 +1,245 @@
+"""The read path against real servers on loopback: ``rustac serve`` (a STAC API) whose items
+point at COGs on an HTTP range server, with faults injected between client and servers.
+
+Nothing of the remote path is mocked: pystac-client talks to the API, GDAL reads the COGs
+with range requests, and the results must equal those from the static catalog.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pystac
+import pytest
+import rasterio
+import xarray as xr
+from servers import FaultyServer, multihash_sha256
+
+from payesh.city import load_city
+from payesh.errors import SourceError
+from payesh.grid import city_geobox
+from payesh.monthly import s2_month
+from payesh.period import Period
+from payesh.plan import RunPlan, plan_run
+from payesh.sources.checksum import parse_multihash, verify_asset
+from payesh.sources.http import RetryPolicy
+from payesh.sources.load import load_s2
+from payesh.sources.stac import open_catalog
+
+pytestmark = pytest.mark.integration
+
+PERIOD = Period.parse("2025-01", "2025-08")
+MONTH = pd.Timestamp("2025-03-01")
+FAST = RetryPolicy(attempts=4, backoff=0.05, max_backoff=0.5, read_timeout=5.0, seed=0)
+REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+
+
+@pytest.fixture(scope="module")
+def static_plan(tiny_city: Any) -> RunPlan:
+    return plan_run(load_city(tiny_city.manifest), str(tiny_city.catalog), PERIOD)
+
+
+@pytest.fixture(scope="module")
+def api_plan(tiny_city: Any, stac_api: str) -> RunPlan:
+    return plan_run(load_city(tiny_city.manifest), stac_api, PERIOD)
+
+
+def ids(plan: RunPlan) -> dict[str, list[str]]:
+    return {k: [i.id for i in v] for k, v in plan.items.items()}
+
+
+def retagged(items: list[pystac.Item], tag: str) -> list[pystac.Item]:
+    """Copies whose asset URLs carry a fresh path segment, so GDAL's cache cannot answer."""
+    out = []
+    for item in items:
+        copy = item.clone()
+        for asset in copy.assets.values():
+            asset.href = asset.href.replace("/api/", f"/{tag}/")
+        out.append(copy)
+    return out
+
+
+# --- search --------------------------------------------------------------------------------
+
+
+def test_plan_through_the_api_finds_the_static_items(
+    static_plan: RunPlan, api_plan: RunPlan, stac_api: str
+) -> None:
+    assert ids(api_plan) == ids(static_plan)
+    assert set(ids(api_plan)) == {"s2", "landsat", "viirs"}
+    assert api_plan.catalog == stac_api
+    href = api_plan.items["s2"][0].assets["red"].href
+    assert href.startswith("http://127.0.0.1:") and href.endswith("/B04.tif")
+
+
+def test_search_pages_through_small_pages(
+    static_plan: RunPlan, tiny_city: Any, faulty_api: FaultyServer
+) -> None:
+    city = load_city(tiny_city.manifest)
+    start, stop = PERIOD.datetime_range()
+    catalog = open_catalog(faulty_api.url, page_size=7, retry=FAST)
+    found = catalog.search(collections=["sentinel-2-l2a"], bbox=city.bbox, start=start, stop=stop)
+    assert [i.id for i in found] == ids(static_plan)["s2"]
+    pages = [h for h in faulty_api.take_hits() if h.path.startswith("/search")]
+    assert len(pages) == math.ceil(len(found) / 7) and all(h.status == 200 for h in pages)
+
+
+def test_search_survives_throttling_errors_resets_and_cut_bodies(
+    static_plan: RunPlan, tiny_city: Any, faulty_api: FaultyServer
+) -> None:
+    faulty_api.faults.next(2, status=503)
+    faulty_api.faults.next(1, status=429, retry_after=0.2)
+    faulty_api.faults.next(1, kind="reset")
+    faulty_api.faults.next(1, kind="truncate")
+    faulty_api.faults.next(1, status=502)
+    city = load_city(tiny_city.manifest)
+    start, stop = PERIOD.datetime_range()
+    patient = RetryPolicy(attempts=8, backoff=0.05, max_backoff=0.5, read_timeout=5.0, seed=0)
+    catalog = open_catalog(faulty_api.url, page_size=10, retry=patient)
+    assert catalog.collections() == {"sentinel-2-l2a", "landsat-c2-l2", "viirs-ntl-monthly"}
+    faulty_api.faults.rate(0.5, seed=1, status=500)
+    found = catalog.search(collections=["sentinel-2-l2a"], bbox=city.bbox, start=start, stop=stop)
+    assert [i.id for i in found] == ids(static_plan)["s2"]
+    seen = [h.status for h in faulty_api.take_hits()]
+    assert {503, 429, 502, 500, "reset", "truncate"} <= set(seen)
+
+
+def test_an_api_failing_forever_is_one_clear_error(
+    tiny_city: Any, faulty_api: FaultyServer
+) -> None:
+    faulty_api.faults.always(status=503)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError) as info:
+        open_catalog(faulty_api.url, retry=FAST).collections()
+    assert time.monotonic() - t0 < 5
+    message = str(info.value)
+    assert faulty_api.url in message and "HTTP 503" in message
+    assert "gave up after 4 attempts" in message
+    assert len(faulty_api.take_hits()) == 4
+
+
+# --- reading -------------------------------------------------------------------------------
+
+# rasterio silences NotGeoreferencedWarning around its in-memory warp datasets with
+# warnings.catch_warnings(), which is not thread-safe: under Dask's threaded scheduler one
+# thread can restore the filters while another is still inside, and the warning escapes
+# (seen with 20 m bands, static catalog or not). It says nothing about the data here.
+rasterio_thread_race = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
+
+@rasterio_thread_race
+def test_s2_month_over_http_equals_static(
+    tiny_city: Any, static_plan: RunPlan, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    over_http = s2_month(api_plan.month_items("s2", MONTH), gbox, MONTH).compute()
+    hits = assets.take_hits()
+    static = s2_month(static_plan.month_items("s2", MONTH), gbox, MONTH).compute()
+    xr.testing.assert_identical(over_http, static)
+    assert over_http.attrs["source_items"] == static.attrs["source_items"]
+    ranged = [h for h in hits if h.range is not None]
+    assert ranged and all(h.status == 206 for h in ranged)
+    assert all(h.path.endswith(".tif") for h in hits)
+
+
+@rasterio_thread_race
+def test_loads_survive_a_burst_of_503_on_the_asset_server(
+    tiny_city: Any, static_plan: RunPlan, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    month = pd.Timestamp("2025-05-01")
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    items = retagged(api_plan.month_items("s2", month), "burst")
+    for item in items:  # GDAL's own retries, not the checksum download, must cope
+        for asset in item.assets.values():
+            asset.extra_fields.pop("file:checksum", None)
+    assets.faults.next(3, status=503)
+    over_http = s2_month(items, gbox, month).compute()
+    static = s2_month(static_plan.month_items("s2", month), gbox, month).compute()
+    xr.testing.assert_identical(over_http, static)
+    seen = assets.take_hits()
+    assert [h.status for h in seen[:3]] == [503, 503, 503]
+    assert any(h.status == 206 for h in seen)
+
+
+# --- file:checksum --------------------------------------------------------------------------
+
+
+def test_multihash_of_real_landsat_items_parses() -> None:
+    item = pystac.Item.from_file(
+        REAL / "stac" / "odc-stac" / "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json"
+    )
+    sums = [
+        a.extra_fields["file:checksum"]
+        for a in item.assets.values()
+        if a.extra_fields.get("file:checksum")
+    ]
+    assert sums
+    for text in sums:
+        code, digest = parse_multihash(text)
+        assert (code, len(digest)) == (0x13, 64)  # sha2-512
+
+
+def _flip_one_tile_byte(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    with rasterio.open(dst) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    with dst.open("r+b") as f:
+        f.seek(offset + size // 2)
+        byte = f.read(1)
+        f.seek(offset + size // 2)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_a_bit_flipped_cog_is_caught_by_its_checksum(
+    tiny_city: Any, static_plan: RunPlan, tmp_path: Path
+) -> None:
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    item = static_plan.month_items("s2", MONTH)[0].clone()
+    original = Path(item.assets["red"].get_absolute_href() or "")
+    good, bad = tmp_path / "good.tif", tmp_path / "bad.tif"
+    shutil.copyfile(original, good)
+    _flip_one_tile_byte(original, bad)
+    item.assets["red"].extra_fields["file:checksum"] = multihash_sha256(original)
+
+    item.assets["red"].href = str(good)
+    assert load_s2([item], gbox, bands=("red",)).compute()["red"].notnull().any()
+
+    item.assets["red"].href = str(bad)
+    with pytest.raises(SourceError) as info:
+        load_s2([item], gbox, bands=("red",))
+    message = str(info.value)
+    assert repr(item.id) in message and "'red'" in message and str(bad) in message
+    assert "file:checksum" in message
+
+
+def test_a_wrong_checksum_over_http_is_caught(api_plan: RunPlan, assets: FaultyServer) -> None:
+    item = retagged(api_plan.month_items("s2", MONTH)[:1], "sums")[0]
+    assert verify_asset(item, "nir")  # the true checksum passes over HTTP
+    code_and_len = item.assets["nir"].extra_fields["file:checksum"][:4]
+    item.assets["nir"].extra_fields["file:checksum"] = code_and_len + "00" * 32
+    with pytest.raises(
+        SourceError, match=r"asset 'nir' \(http://127\.0\.0\.1:\d+/sums/.*B08\.tif\)"
+    ):
+        verify_asset(item, "nir")
+    assert all(h.range is None and h.status == 200 for h in assets.take_hits())
+
+
+def test_static_catalog_search_is_unchanged(tiny_city: Any, static_plan: RunPlan) -> None:
+    catalog = open_catalog(tiny_city.catalog)
+    assert not catalog.is_api
+    start, stop = PERIOD.datetime_range()
+    found = catalog.search(
+        collections=["sentinel-2-l2a"],
+        bbox=load_city(tiny_city.manifest).bbox,
+        start=start,
+        stop=stop,
+    )
+    assert [i.id for i in found] == ids(static_plan)["s2"]
+    assert datetime(2025, 1, 1, tzinfo=UTC) <= found[0].datetime  # type: ignore[operator]
