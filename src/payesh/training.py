@@ -111,7 +111,7 @@ def train_builtup_from_demo(
         y,
         seed=seed,
         feature_names=FEATURE_NAMES,
-        version=f"synthetic-s{seed}-v1",
+        version=f"synthetic-s{seed}-v2",
         training=(
             f"payesh.synthetic city, seed {seed} (the demo uses seed 0), {size_km:g} km, "
             f"{start}..{end}; monthly median Sentinel-2 L2A composites, SCL-masked; "
