@@ -12,9 +12,10 @@ from payesh import nanops
 
 @pytest.mark.parametrize("name", ["nanmedian", "nanmean", "nanmax"])
 @pytest.mark.parametrize("axis", [-1, 0, (-2, -1)])
-def test_matches_numpy_and_never_warns(name: str, axis: int | tuple[int, ...]) -> None:
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_matches_numpy_and_never_warns(name: str, axis: int | tuple[int, ...], dtype: str) -> None:
     rng = np.random.default_rng(0)
-    a = rng.normal(size=(4, 5, 6))
+    a = rng.normal(size=(4, 5, 6)).astype(dtype)
     a[rng.random(a.shape) < 0.4] = np.nan
     a[1] = np.nan  # all-missing slices along every axis tested
     a[:, 2, :] = np.nan
@@ -25,4 +26,5 @@ def test_matches_numpy_and_never_warns(name: str, axis: int | tuple[int, ...]) -
         warnings.simplefilter("error")
         got = getattr(nanops, name)(a, axis=axis)
     np.testing.assert_array_equal(got, expected)
+    assert got.dtype == expected.dtype
     assert np.isnan(got).any()
