@@ -23,6 +23,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 from payesh.errors import ExportError
+from payesh.sites_io import SITE_COLUMNS
 
 __all__ = [
     "FORMATS",
@@ -34,16 +35,6 @@ __all__ = [
 ]
 
 FORMATS = ("cog", "netcdf", "csv", "geojson", "parquet")
-SITE_COLUMNS = (
-    "site_id",
-    "first_seen",
-    "area_m2",
-    "tile",
-    "status",
-    "permit_id",
-    "confidence",
-    "geometry",
-)
 TILE_DIMS = ("tile_y", "tile_x")
 PathLike = str | os.PathLike[str]
 
