@@ -29,6 +29,7 @@ from payesh.indicators import construction, energy
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
 from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
+from payesh.sites_io import SITE_COLUMNS
 
 __all__ = [
     "Indicators",
@@ -46,7 +47,7 @@ MIN_SITE_AREA_M2 = 2000.0
 class MonthlyData:
     """Monthly composites of each product, concatenated along ``time``."""
 
-    s2: xr.Dataset
+    s2: xr.Dataset | None = None
     landsat: xr.Dataset | None = None
     viirs: xr.Dataset | None = None
     source_items: Mapping[str, list[str]] = field(default_factory=dict)
@@ -65,8 +66,8 @@ class MonthlyData:
             ds = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
             ds.attrs.pop("source_items", None)
             joined[key] = ds
-        if joined["s2"] is None:
-            raise PayeshError("a run needs Sentinel-2 composites")
+        if all(v is None for v in joined.values()):
+            raise PayeshError("a run needs the monthly data of at least one product")
         return cls(
             s2=joined["s2"], landsat=joined["landsat"], viirs=joined["viirs"], source_items=items
         )
@@ -123,33 +124,43 @@ def compute_indicators(
     """
     city = plan.city
     tg = tile_grid(city)
-    model = model or load_model(default_model_path())
     permits = read_permits(city.permits) if city.permits else None
     consumption = read_consumption(city.consumption) if city.consumption else None
 
-    s2 = monthly.s2
-    prob = builtup_probability(s2, model).compute()
-    first_seen = construction.persistent_builtup(prob)
-    sites = construction.extract_sites(first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, prob=prob)
-    sites = construction.match_permits(sites, permits)
-    tiles = tile_coords_dataset(tg)
-    tiles = tiles.merge(construction.construction_tile_indicators(prob, first_seen, sites, tg))
-    tiles["valid_fraction"] = _valid_fraction(s2, tg)
-
     groups: dict[str, xr.Dataset] = {}
+    tiles = tile_coords_dataset(tg)
+    models: dict[str, str] = {}
+    sites = gpd.GeoDataFrame(
+        {c: [] for c in SITE_COLUMNS if c != "geometry"}, geometry=[], crs=city.crs
+    )
+    if monthly.s2 is not None:
+        model = model or load_model(default_model_path())
+        models["builtup"] = model.version
+        prob = builtup_probability(monthly.s2, model).compute()
+        first_seen = construction.persistent_builtup(prob)
+        sites = construction.extract_sites(first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, prob=prob)
+        sites = construction.match_permits(sites, permits)
+        tiles = tiles.merge(
+            construction.construction_tile_indicators(prob, first_seen, sites, tg),
+            compat="override",
+        )
+        tiles["valid_fraction"] = _valid_fraction(monthly.s2, tg)
+        groups["pixels"] = xr.Dataset({"builtup_prob": prob, "first_seen": first_seen})
+
     if monthly.viirs is not None:
         ntl = monthly.viirs
         weights = energy.ntl_tile_weights(plan.ntl_grid(), tg)
         nt = energy.ntl_tile_indicators(ntl, weights, tg)
-        tiles = tiles.merge(nt)
+        tiles = tiles.merge(nt, compat="override")
         tiles["ntl_anomaly"] = energy.ntl_anomaly(
             nt["ntl_sum"], valid_fraction=nt["ntl_valid_fraction"]
         )
-        tiles = tiles.merge(energy.ntl_trend(nt["ntl_sum"]))
+        tiles = tiles.merge(energy.ntl_trend(nt["ntl_sum"]), compat="override")
         groups["ntl"] = ntl
     if monthly.landsat is not None:
         tiles = tiles.merge(
-            energy.lst_tile_indicators(monthly.landsat["lst"], monthly.landsat["lst_count"], tg)
+            energy.lst_tile_indicators(monthly.landsat["lst"], monthly.landsat["lst_count"], tg),
+            compat="override",  # the tile coords come from one TileGrid on both sides
         )
     model_card: dict[str, Any] = {}
     if "ntl_sum" in tiles:
@@ -157,17 +168,22 @@ def compute_indicators(
         if elec is not None:
             tiles["electricity_mwh"] = elec
         if "lst_mean" in tiles:
-            tiles = tiles.merge(energy.load_suspect(tiles))
+            tiles = tiles.merge(energy.load_suspect(tiles), compat="override")
 
-    pixels = xr.Dataset({"builtup_prob": prob, "first_seen": first_seen})
+    if "valid_fraction" not in tiles:
+        # without Sentinel-2, the quality of what there is: the first energy product's
+        for name in ("ntl_valid_fraction", "lst_valid_fraction"):
+            if name in tiles:
+                tiles["valid_fraction"] = tiles[name].copy()
+                tiles["valid_fraction"].attrs["description"] = f"{name} (no Sentinel-2 in run)"
+                break
     groups["tiles"] = tiles.compute()
-    groups["pixels"] = pixels
     provenance = {
         "city": city.name,
         "period": str(plan.period),
         "catalog": plan.catalog,
         "code_version": payesh.__version__,
-        "model_versions": json.dumps({"builtup": model.version}),
+        "model_versions": json.dumps(models),
         "electricity_model": json.dumps(model_card, default=str),
         "source_items": json.dumps(dict(monthly.source_items)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

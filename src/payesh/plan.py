@@ -109,7 +109,8 @@ def plan_run(
     Raises
     ------
     SourceError
-        Catalog missing or unreadable, an unknown collection, or no Sentinel-2 items.
+        Catalog missing or unreadable, an unknown collection, or no item of any product
+        over the city (a product without items is left out with a ``MissingDataWarning``).
     """
     cat = open_catalog(catalog)
     available = cat.collections()
@@ -124,32 +125,35 @@ def plan_run(
                 )
     start, stop = period.datetime_range()
     items: dict[str, list[pystac.Item]] = {}
+    missing: list[str] = []
     for product in PRODUCTS.values():
         cols = [c for c in product.collections if c in available]
         if wanted is not None:
             cols = [c for c in cols if c in wanted]
         if not cols:
-            if wanted is not None and not product.required:
-                continue  # the user chose to leave it out
-            if product.required:
-                raise SourceError(
-                    f"catalog {catalog} has no {' or '.join(product.collections)} collection "
-                    f"(it has: {', '.join(sorted(available)) or 'none'})"
-                )
-            warnings.warn(
-                f"catalog {catalog} has no {'/'.join(product.collections)}; "
-                f"its indicators are left out",
-                MissingDataWarning,
-                stacklevel=2,
-            )
-            continue
+            if wanted is None:
+                missing.append("/".join(product.collections))
+            continue  # not in the catalog, or left out by the user
         found = cat.search(collections=cols, bbox=city.bbox, start=start, stop=stop)
-        if not found and product.required:
-            raise SourceError(
-                f"no {'/'.join(cols)} items over {city.name} (bbox {list(city.bbox)}) "
-                f"during {period} in catalog {catalog}"
-            )
-        items[product.key] = found
+        if found:
+            items[product.key] = found
+        else:
+            missing.append("/".join(cols))
+    if not items:
+        every = " or ".join(c for p in PRODUCTS.values() for c in p.collections)
+        raise SourceError(
+            f"no {every} items over {city.name} (bbox {list(city.bbox)}) during {period} "
+            f"in catalog {catalog} (it has: {', '.join(sorted(available)) or 'no collections'})"
+        )
+    if missing:
+        # A run goes on with the products it found: a night-light-only catalog still
+        # gives the energy indicators; what is missing is said, not silently dropped.
+        warnings.warn(
+            f"no {', '.join(missing)} items over {city.name} during {period} in {catalog}; "
+            f"their indicators are left out",
+            MissingDataWarning,
+            stacklevel=2,
+        )
     return RunPlan(city=city, period=period, catalog=cat.location, items=items)
 
 

@@ -462,6 +462,14 @@ def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
             enc["chunks"] = tuple(chunk[d] for d in var.dims)
         encoding[str(v)] = enc
     ds = ds.copy()
+    for v, var in list(ds.variables.items()):
+        if var.dtype.kind == "U":
+            # fixed-width unicode has no Zarr v3 spec yet; variable-length UTF-8 does
+            values = (var.dims, np.asarray(var.values).astype(object), var.attrs)
+            if v in ds.coords:
+                ds = ds.assign_coords({v: values})
+            else:
+                ds[v] = values
     for v, var in ds.variables.items():
         if var.chunks is None:
             continue  # numpy: written eagerly, chunked by the encoding

@@ -83,7 +83,7 @@ def test_bad_input_is_one_line_and_store_untouched(
     # a catalog with no items over the city: a real city far away
     assert_one_clear_line(
         payesh("run", "khorramabad", "--catalog", str(gen.catalog), *common),
-        "no sentinel-2-l2a items over khorramabad",
+        "items over khorramabad",
     )
     # an unknown collection
     assert_one_clear_line(

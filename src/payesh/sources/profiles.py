@@ -27,14 +27,11 @@ class Product:
         STAC collection ids that hold it (Earth Search, Planetary Computer, ...).
     bands : mapping
         payesh band name -> candidate asset keys, tried in order (first present wins).
-    required : bool
-        Whether a run fails without it (Sentinel-2) or goes on without its indicators.
     """
 
     key: str
     collections: tuple[str, ...]
     bands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    required: bool = False
 
     def asset_key(self, band: str, available: set[str] | frozenset[str]) -> str | None:
         """The asset key that holds ``band`` among ``available`` keys, if any."""
@@ -59,7 +56,6 @@ S2 = Product(
             "scl": ("scl", "SCL"),
         }
     ),
-    required=True,
 )
 
 LANDSAT = Product(
