@@ -33,11 +33,8 @@ def asset_server(tiny_city: Any) -> Iterator[FaultyServer]:
 @pytest.fixture
 def assets(asset_server: FaultyServer) -> Iterator[FaultyServer]:
     """``asset_server`` with no faults scheduled and an empty request log, before and after."""
-    asset_server.faults.clear()
-    asset_server.take_hits()
-    yield asset_server
-    asset_server.faults.clear()
-    asset_server.take_hits()
+    yield asset_server.reset()
+    asset_server.reset()
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +55,5 @@ def _faulty_api_server(stac_api: str) -> Iterator[FaultyServer]:
 
 @pytest.fixture
 def faulty_api(_faulty_api_server: FaultyServer) -> Iterator[FaultyServer]:
-    _faulty_api_server.faults.clear()
-    _faulty_api_server.take_hits()
-    yield _faulty_api_server
-    _faulty_api_server.faults.clear()
+    yield _faulty_api_server.reset()
+    _faulty_api_server.reset()

@@ -291,6 +291,12 @@ class FaultyServer(ThreadingHTTPServer):
         with self._hits_lock:
             self.hits.append(hit)
 
+    def reset(self) -> FaultyServer:
+        """No faults scheduled and an empty request log; returns the server."""
+        self.faults.clear()
+        self.take_hits()
+        return self
+
     def take_hits(self) -> list[Hit]:
         """The requests logged so far, forgetting them."""
         with self._hits_lock:

@@ -38,10 +38,8 @@ def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultyServer]:
 
 @pytest.fixture
 def server(_server: FaultyServer) -> Iterator[FaultyServer]:
-    _server.faults.clear()
-    _server.take_hits()
-    yield _server
-    _server.faults.clear()
+    yield _server.reset()
+    _server.reset()
 
 
 def fetch(server: FaultyServer, policy: RetryPolicy = FAST, method: str = "GET") -> dict:

@@ -485,6 +485,34 @@ def _nanmedian_2d(a: np.ndarray) -> np.ndarray:
     return nanops.nanmedian(a, axis=(-2, -1)).astype("float32")  # all-missing → NaN
 
 
+def _median_over(da: xr.DataArray, dims: list[str]) -> xr.DataArray:
+    """Median over the two spatial ``dims`` of each month (NaN where all missing)."""
+    return xr.apply_ufunc(
+        _nanmedian_2d,
+        da,
+        input_core_dims=[dims],
+        dask="parallelized",
+        output_dtypes=["float32"],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+    )
+
+
+def _difference_from_baseline(
+    values: xr.DataArray, valid_fraction: xr.DataArray, min_valid: float
+) -> xr.DataArray:
+    """``values`` minus the robust seasonal baseline (same rule as :func:`ntl_anomaly`), °C."""
+    return _time_ufunc(
+        _anomaly_kernel,
+        values,
+        valid_fraction,
+        months=_calendar_months(values["time"].values),
+        min_valid=float(min_valid),
+        rel_floor=0.0,
+        abs_floor=0.0,
+        zscore=False,
+    )
+
+
 def lst_tile_indicators(
     lst: xr.DataArray,
     lst_count: xr.DataArray,
@@ -526,48 +554,14 @@ def lst_tile_indicators(
     mean = mean.where(vf >= min_valid).astype("float32")
     # Heat is judged relative to the rest of the city in the same month: the seasonal
     # cycle (±20 °C) and a month's weather cancel, a tile that heats up does not.
-    city_median = xr.apply_ufunc(
-        _nanmedian_2d,
-        mean,
-        input_core_dims=[["tile_y", "tile_x"]],
-        dask="parallelized",
-        output_dtypes=["float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
-    )
-    excess = mean - city_median
-    anom = _time_ufunc(
-        _anomaly_kernel,
-        excess,
-        vf,
-        months=_calendar_months(mean["time"].values),
-        min_valid=float(min_valid),
-        rel_floor=0.0,
-        abs_floor=0.0,
-        zscore=False,
-    )
+    anom = _difference_from_baseline(mean - _median_over(mean, ["tile_y", "tile_x"]), vf, min_valid)
     # A compound of a few Landsat pixels moves a 1 km tile's mean by a fraction of a
     # degree; its hottest pixel moves by several. The hot spot is the tile's hottest valid
     # pixel above the month's city-median LST, judged against its own history.
-    pixel_median = xr.apply_ufunc(
-        _nanmedian_2d,
-        x,
-        input_core_dims=[list(spatial_dims(x))],
-        dask="parallelized",
-        output_dtypes=["float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
-    )
+    pixel_median = _median_over(x, list(spatial_dims(x)))
     hotspot = tile_reduce(x - pixel_median, tg, how="max", pixels_per_tile=pixels_per_tile)
     hotspot = hotspot.where(vf >= min_valid).astype("float32")
-    hot_anom = _time_ufunc(
-        _anomaly_kernel,
-        hotspot,
-        vf,
-        months=_calendar_months(mean["time"].values),
-        min_valid=float(min_valid),
-        rel_floor=0.0,
-        abs_floor=0.0,
-        zscore=False,
-    )
+    hot_anom = _difference_from_baseline(hotspot, vf, min_valid)
     return xr.Dataset(
         {
             "lst_hotspot": hotspot.assign_attrs(
