@@ -42,3 +42,10 @@ class CloudyMonthWarning(PayeshWarning):
 
 class MissingDataWarning(PayeshWarning):
     """A product or item had no data for part of the period; counted in ``valid_fraction``."""
+
+
+class BadItemWarning(PayeshWarning):
+    """A STAC item was skipped: an asset is missing, its CRS is absent or wrong, or its
+    file is truncated, unreadable or fails its ``file:checksum``. The message names the
+    item and the asset; the other items of the month are still read and the skipped ones
+    counted (``skipped_items``)."""

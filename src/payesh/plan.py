@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from payesh.grid import grid_origin, ntl_geobox
 from payesh.period import Period
 from payesh.sources.profiles import PRODUCTS, product_for_collection
 from payesh.sources.stac import open_catalog
+from payesh.sources.validate import skip_bad_items, skipped_ids
 
 __all__ = ["RunPlan", "native_origin", "plan_run"]
 
@@ -35,8 +36,11 @@ def native_origin(item: pystac.Item, asset_key: str) -> tuple[float, float]:
         return grid_origin(list(transform))
     import rasterio
 
+    from payesh.sources.signing import sign_items
+
+    href = sign_items([item])[0].assets[asset_key].get_absolute_href()
     try:
-        with rasterio.open(asset.get_absolute_href()) as src:
+        with rasterio.open(href) as src:
             t = src.transform
     except rasterio.errors.RasterioIOError as err:
         raise SourceError(f"item {item.id!r}: cannot open {asset_key!r}: {err}") from err
@@ -45,12 +49,17 @@ def native_origin(item: pystac.Item, asset_key: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The items a run reads, by product (``s2``, ``landsat``, ``viirs``)."""
+    """The items a run reads, by product (``s2``, ``landsat``, ``viirs``).
+
+    ``skipped`` lists, by product, the ids of items found but left out because their
+    metadata is unusable (a missing asset, no CRS), each reported by a ``BadItemWarning``.
+    """
 
     city: City
     period: Period
     catalog: str
     items: dict[str, list[pystac.Item]]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     def month_items(self, product: str, month: pd.Timestamp) -> list[pystac.Item]:
         """Items of ``product`` acquired during ``month``."""
@@ -81,8 +90,11 @@ class RunPlan:
         return self.period.months
 
     def summary(self) -> str:
-        """One line: how many items of each product."""
-        parts = [f"{k}: {len(v)} items" for k, v in self.items.items()]
+        """One line: how many items of each product (and how many were skipped)."""
+        parts = []
+        for k, v in self.items.items():
+            bad = len(self.skipped.get(k, []))
+            parts.append(f"{k}: {len(v)} items" + (f" ({bad} skipped)" if bad else ""))
         return f"{self.city.name} {self.period} from {self.catalog} — " + ", ".join(parts)
 
 
@@ -126,6 +138,7 @@ def plan_run(
     start, stop = period.datetime_range()
     items: dict[str, list[pystac.Item]] = {}
     missing: list[str] = []
+    skipped: dict[str, list[str]] = {}
     for product in PRODUCTS.values():
         cols = [c for c in product.collections if c in available]
         if wanted is not None:
@@ -135,6 +148,10 @@ def plan_run(
                 missing.append("/".join(product.collections))
             continue  # not in the catalog, or left out by the user
         found = cat.search(collections=cols, bbox=city.bbox, start=start, stop=stop)
+        good = skip_bad_items(found, product, tuple(product.bands), stacklevel=3)
+        if len(good) < len(found):
+            skipped[product.key] = skipped_ids(found, [i.id for i in good])
+        found = good
         if found:
             items[product.key] = found
         else:
@@ -154,7 +171,7 @@ def plan_run(
             MissingDataWarning,
             stacklevel=2,
         )
-    return RunPlan(city=city, period=period, catalog=cat.location, items=items)
+    return RunPlan(city=city, period=period, catalog=cat.location, items=items, skipped=skipped)
 
 
 def months_with_data(plan: RunPlan, product: str) -> np.ndarray:

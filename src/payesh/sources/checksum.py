@@ -26,7 +26,13 @@ from pystac_client.exceptions import APIError
 from payesh.errors import SourceError
 from payesh.sources.http import DEFAULT_POLICY, RetryPolicy, check_response, with_retries
 
-__all__ = ["parse_multihash", "verify_asset", "verify_items"]
+__all__ = [
+    "DEFAULT_MAX_HTTP_MIB",
+    "configure_checksums",
+    "parse_multihash",
+    "verify_asset",
+    "verify_items",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,40 @@ _HASHES: dict[int, tuple[str, Callable[[], Any]]] = {
 }
 
 _CHUNK = 1 << 20
+
+#: Largest file (MiB) downloaded whole over http(s) just to verify its checksum. A
+#: 10 m Sentinel-2 band is 100-250 MiB, of which a city reads a few ranges; hashing it
+#: would cost more than the run. Local files are always verified.
+DEFAULT_MAX_HTTP_MIB: float = 64.0
+_max_http_mib: float | None = DEFAULT_MAX_HTTP_MIB
+
+
+def configure_checksums(*, max_http_mib: float | None = DEFAULT_MAX_HTTP_MIB) -> None:
+    """Set the size above which files over http(s) are not verified (MiB; process-wide).
+
+    ``None`` verifies every file whatever its size. The size is the asset's
+    ``file:size`` when the item gives it, else the server's ``Content-Length`` (HEAD).
+    """
+    global _max_http_mib
+    if max_http_mib is not None and max_http_mib < 0:
+        raise ValueError(f"max_http_mib must be >= 0 or None, not {max_http_mib}")
+    _max_http_mib = max_http_mib
+
+
+def _remote_size(asset: pystac.Asset, href: str, policy: RetryPolicy) -> int | None:
+    declared = asset.extra_fields.get("file:size")
+    if isinstance(declared, int):
+        return declared
+
+    def once() -> int | None:
+        resp = requests.head(href, timeout=policy.timeout, allow_redirects=True)
+        check_response(resp)
+        length = resp.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else None
+
+    return with_retries(once, url=f"HEAD {href}", policy=policy)
+
+
 _verified: set[tuple[str, str]] = set()
 _verified_lock = threading.Lock()
 
@@ -126,7 +166,7 @@ def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_P
     if not expected:
         return False
     href = asset.get_absolute_href() or asset.href
-    where = f"item {item.id!r} asset {key!r} ({href})"
+    where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"  # no SAS token
     try:
         code, digest = parse_multihash(str(expected))
     except ValueError as err:
@@ -142,6 +182,17 @@ def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_P
         log.warning("%s: cannot fetch %s to verify its file:checksum", where, href)
         return False
     try:
+        limit = _max_http_mib
+        if limit is not None and _local_path(href) is None:
+            size = _remote_size(asset, href, policy)
+            if size is not None and size > limit * 2**20:
+                log.info(
+                    "%s: %.0f MiB over http is above the %g MiB checksum limit; not verified",
+                    where,
+                    size / 2**20,
+                    limit,
+                )
+                return False
         got = _digest(href, make, policy)
     except (OSError, requests.RequestException, APIError) as err:
         raise SourceError(f"{where}: cannot read it to verify its file:checksum: {err}") from err

@@ -10,7 +10,6 @@ four 10 m pixels of the same value, so block means are unchanged.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,9 +19,11 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from payesh.errors import MissingDataWarning, SourceError
+from payesh.errors import SourceError
 from payesh.sources.checksum import verify_items
 from payesh.sources.profiles import LANDSAT, S2, VIIRS, Product
+from payesh.sources.signing import sign_items
+from payesh.sources.validate import skip_bad_items
 
 __all__ = ["S2_REFLECTANCE", "load_landsat_lst", "load_s2", "load_viirs"]
 
@@ -87,19 +88,20 @@ def _asset_keys(
 def _usable(
     items: Sequence[pystac.Item], product: Product, bands: Sequence[str]
 ) -> list[pystac.Item]:
-    """Items that have every band; the others are skipped with a warning."""
-    ok = []
-    for item in items:
-        missing = [b for b in bands if product.asset_key(b, frozenset(item.assets)) is None]
-        if missing:
-            warnings.warn(
-                f"item {item.id!r} lacks asset(s) for {', '.join(missing)}; skipped",
-                MissingDataWarning,
-                stacklevel=3,
-            )
-        else:
-            ok.append(item)
-    return ok
+    """The items to read, ready to read: bad ones skipped, URLs signed where needed.
+
+    Called right before reading (signed URLs expire). An item missing an asset, with no
+    or the wrong CRS, a truncated or unreadable file, or bytes failing their
+    ``file:checksum`` is skipped with a ``BadItemWarning`` naming it and the asset
+    (:mod:`payesh.sources.validate`); the others are returned (signed copies where the
+    provider signs, see :mod:`payesh.sources.signing`).
+    """
+    described = skip_bad_items(items, product, bands, stacklevel=4)
+    ready = sign_items(described)
+    keys = [product.asset_key(b, frozenset(i.assets)) or "" for i in ready[:1] for b in bands]
+    hrefs = [ready[0].assets[k].href for k in keys] if ready else []
+    env = GDAL_REMOTE if any(_is_remote(h) for h in hrefs) else GDAL_LOCAL
+    return skip_bad_items(ready, product, bands, env=env, all_bad_is_error=True, stacklevel=4)
 
 
 def _scale_offset_by_time(
@@ -166,9 +168,13 @@ GDAL_REMOTE = {
 GDAL_LOCAL: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
 
 
+def _is_remote(href: str) -> bool:
+    return href.startswith(("http://", "https://", "s3://", "/vsi"))
+
+
 def _configure_gdal(items: Sequence[pystac.Item], keys: Mapping[str, str]) -> None:
     hrefs = [i.assets[k].href for i in items[:1] for k in keys.values()]
-    remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
+    remote = any(_is_remote(h) for h in hrefs)
     options: dict[str, Any] = dict(GDAL_REMOTE if remote else GDAL_LOCAL)
     odc.stac.configure_rio(cloud_defaults=False, **options)
 
@@ -181,6 +187,7 @@ def _load(
     chunks: Mapping[str, int] | None,
     resampling: str | dict[str, str] = "nearest",
 ) -> xr.Dataset:
+    items = sign_items(items)  # at read time: signed URLs expire, search results must not
     verify_items(items, asset_keys.values())  # only assets that carry a file:checksum
     _configure_gdal(items, asset_keys)
     try:

@@ -1,7 +1,9 @@
 """Products and provider profiles: which collection, which assets, under which keys.
 
 A profile is data. Adding a provider means adding the asset keys it uses for a
-product; the loading code reads everything else (scale, offset, nodata) from the items.
+product (:class:`Product`) and, where its assets need more than a plain GET, a
+:class:`Provider` saying where its assets live and how URLs are signed; the loading code
+reads everything else (scale, offset, nodata) from the items.
 """
 
 from __future__ import annotations
@@ -9,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from urllib.parse import urlparse
 
 from payesh.errors import SourceError
 
-__all__ = ["PRODUCTS", "Product", "product_for_collection"]
+__all__ = [
+    "PRODUCTS",
+    "PROVIDERS",
+    "Product",
+    "Provider",
+    "product_for_collection",
+    "provider_for_href",
+]
 
 
 @dataclass(frozen=True)
@@ -86,3 +96,65 @@ def product_for_collection(collection: str) -> Product:
             return product
     known = ", ".join(c for p in PRODUCTS.values() for c in p.collections)
     raise SourceError(f"unknown collection {collection!r} (payesh reads: {known})")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where a provider keeps its assets, and what reading them takes.
+
+    Attributes
+    ----------
+    name : str
+        Short name (``earth-search``, ``planetary-computer``).
+    catalog_urls : tuple of str
+        Root URLs of its STAC API (for reference and :func:`provider_for_href`).
+    asset_hosts : tuple of str
+        Host names, or suffixes starting with ``.``, that its asset hrefs point at.
+    sign : str or None
+        The signer (a key of :data:`payesh.sources.signing.SIGNERS`) applied to item
+        copies right before their assets are read, never at search time: signed URLs
+        expire (Planetary Computer's SAS tokens after about 45 minutes).
+    """
+
+    name: str
+    catalog_urls: tuple[str, ...] = ()
+    asset_hosts: tuple[str, ...] = ()
+    sign: str | None = None
+
+    def serves(self, href: str) -> bool:
+        """Whether ``href`` (an asset or catalog URL) belongs to this provider."""
+        if any(href.rstrip("/").startswith(u.rstrip("/")) for u in self.catalog_urls):
+            return True
+        host = (urlparse(href).hostname or "").lower()
+        return bool(host) and any(
+            host.endswith(h) if h.startswith(".") else host == h for h in self.asset_hosts
+        )
+
+
+EARTH_SEARCH = Provider(
+    name="earth-search",
+    catalog_urls=("https://earth-search.aws.element84.com/v1",),
+    asset_hosts=(
+        "sentinel-cogs.s3.us-west-2.amazonaws.com",
+        "usgs-landsat.s3.us-west-2.amazonaws.com",
+    ),
+)
+
+PLANETARY_COMPUTER = Provider(
+    name="planetary-computer",
+    catalog_urls=("https://planetarycomputer.microsoft.com/api/stac/v1",),
+    asset_hosts=(".blob.core.windows.net",),
+    sign="planetary-computer",
+)
+
+PROVIDERS: Mapping[str, Provider] = MappingProxyType(
+    {p.name: p for p in (EARTH_SEARCH, PLANETARY_COMPUTER)}
+)
+
+
+def provider_for_href(href: str) -> Provider | None:
+    """The provider whose assets (or STAC API) ``href`` points at, if payesh knows it."""
+    for provider in PROVIDERS.values():
+        if provider.serves(href):
+            return provider
+    return None

@@ -1,0 +1,392 @@
+"""NASA Black Marble night lights: VNP46A3 (monthly) and VNP46A4 (yearly) HDF5 tiles.
+
+Black Marble tiles are 10° × 10° on a global lon/lat grid (``h`` 0–35 from 180° W,
+``v`` 0–17 from 90° N), 2400 × 2400 pixels of 15 arc-seconds each, corners on whole
+multiples of the pixel size: the lattice :func:`payesh.grid.ntl_geobox` builds with its
+default origin, so no pixel is resampled. Each HDF5-EOS file holds, under
+``HDFEOS/GRIDS/VIIRS_Grid_DNB_2d/Data Fields``:
+
+* ``NearNadir_Composite_Snow_Free`` — uint16 radiance, ``_FillValue`` 65535, and
+  ``scale_factor`` / ``add_offset`` attributes (0.1 / 0 in the files: nW·cm⁻²·sr⁻¹);
+* ``NearNadir_Composite_Snow_Free_Quality`` — uint8: 0 good (> 3 observations),
+  1 poor (≤ 3), 2 gap-filled from earlier data, 255 fill;
+* ``NearNadir_Composite_Snow_Free_Num`` — uint16 number of observations behind the value;
+* ``lat`` / ``lon`` — pixel-centre coordinates (degrees).
+
+:func:`blackmarble_month` mosaics the tiles over a night-light grid into the same
+Dataset :func:`payesh.monthly.viirs_month` returns — ``radiance`` (NaN where missing)
+and ``cf_cvg`` (observations) — so indicators do not care which provider it came from.
+Fill (65535, or quality 255) is missing, not dark. Gap-filled pixels keep their value and
+are counted in ``attrs["gap_filled_pixels"]``; their ``cf_cvg`` is the number of
+observations the file reports for them (usually 0).
+
+Downloads come from NASA's LAADS DAAC archive with an Earthdata bearer token
+(:func:`earthdata_token` reads ``EARTHDATA_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+from pystac_client.exceptions import APIError
+
+from payesh.errors import SourceError
+from payesh.sources.http import DEFAULT_POLICY, RetryPolicy, check_response, with_retries
+
+__all__ = [
+    "BLACK_MARBLE_PRODUCTS",
+    "DATA_FIELDS",
+    "LAADS_URL",
+    "LAYER",
+    "RESOLUTION_DEG",
+    "blackmarble_month",
+    "download_tile",
+    "earthdata_token",
+    "laads_directory_url",
+    "read_tile",
+    "tile_geobox",
+    "tiles_over",
+]
+
+DATA_FIELDS = "HDFEOS/GRIDS/VIIRS_Grid_DNB_2d/Data Fields"
+LAYER = "NearNadir_Composite_Snow_Free"
+TILE_DEG = 10.0
+TILE_PX = 2400
+RESOLUTION_DEG = TILE_DEG / TILE_PX  # 15 arc-seconds
+QUALITY_GAP_FILLED = 2
+QUALITY_FILL = 255
+#: product -> how often (VNP46A3 monthly composites, VNP46A4 yearly).
+BLACK_MARBLE_PRODUCTS: Mapping[str, str] = {"VNP46A3": "monthly", "VNP46A4": "yearly"}
+LAADS_URL = "https://ladsweb.modaps.eosdis.nasa.gov"
+DEFAULT_COLLECTION = "5200"  # LAADS collection of Black Marble v2
+_TILE_ID = re.compile(r"^h(\d{2})v(\d{2})$")
+
+
+def _parse_tile(tile: str) -> tuple[int, int]:
+    m = _TILE_ID.match(tile)
+    if not m or int(m.group(1)) > 35 or int(m.group(2)) > 17:
+        raise SourceError(f"{tile!r} is not a Black Marble tile id (h00v00 … h35v17)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def tile_geobox(tile: str) -> GeoBox:
+    """The 2400 × 2400 EPSG:4326 grid of Black Marble tile ``tile`` (``h21v05``)."""
+    h, v = _parse_tile(tile)
+    transform = Affine(
+        RESOLUTION_DEG, 0.0, -180.0 + TILE_DEG * h, 0.0, -RESOLUTION_DEG, 90.0 - TILE_DEG * v
+    )
+    return GeoBox((TILE_PX, TILE_PX), transform, "EPSG:4326")
+
+
+@lru_cache(maxsize=4)
+def _tile_polygons(path: str) -> tuple[tuple[str, tuple[float, float, float, float]], ...]:
+    try:
+        features = json.loads(Path(path).read_text())["features"]
+        out = []
+        for f in features:
+            xs = [p[0] for p in f["geometry"]["coordinates"][0]]
+            ys = [p[1] for p in f["geometry"]["coordinates"][0]]
+            out.append((str(f["properties"]["TileID"]), (min(xs), min(ys), max(xs), max(ys))))
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise SourceError(f"{path}: not a Black Marble tile grid (GeoJSON, TileID): {err}") from err
+    return tuple(out)
+
+
+def tiles_over(bbox: Sequence[float], *, grid: Path | str | None = None) -> list[str]:
+    """Ids of the Black Marble tiles a lon/lat ``bbox`` (west, south, east, north) overlaps.
+
+    With ``grid``, the tiles are read from the published tile grid
+    (``blackmarbletiles.geojson``, property ``TileID``); without, they follow from the
+    grid's definition (10° tiles from 180° W, 90° N) — the same answer. Tiles that only
+    touch the bbox along an edge are left out.
+    """
+    west, south, east, north = bbox
+    if grid is not None:
+        found = [
+            tile
+            for tile, (x0, y0, x1, y1) in _tile_polygons(str(grid))
+            if x0 < east and west < x1 and y0 < north and south < y1
+        ]
+        return sorted(found)
+    h0 = max(0, math.floor((west + 180.0) / TILE_DEG))
+    h1 = min(35, math.ceil((east + 180.0) / TILE_DEG) - 1)
+    v0 = max(0, math.floor((90.0 - north) / TILE_DEG))
+    v1 = min(17, math.ceil((90.0 - south) / TILE_DEG) - 1)
+    return sorted(f"h{h:02d}v{v:02d}" for h in range(h0, h1 + 1) for v in range(v0, v1 + 1))
+
+
+def _attr(ds: object, name: str, default: float | None) -> float | None:
+    value = getattr(ds, "attrs", {}).get(name)
+    if value is None:
+        return default
+    return float(np.asarray(value).ravel()[0])
+
+
+def read_tile(path: Path | str, *, layer: str = LAYER) -> xr.Dataset:
+    """One Black Marble HDF5 tile on its own grid, in physical units.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``radiance`` float32 nW·cm⁻²·sr⁻¹ (NaN at fill or quality 255), ``cf_cvg``
+        uint16 observations (0 where missing), ``gap_filled`` bool; dims (y, x), EPSG:4326.
+
+    Raises
+    ------
+    SourceError
+        The file is not HDF5, or lacks the layer or its quality layer.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            fields = f[DATA_FIELDS]
+            if layer not in fields or f"{layer}_Quality" not in fields:
+                raise SourceError(
+                    f"{path}: no {layer!r} and {layer + '_Quality'!r} under {DATA_FIELDS!r} "
+                    f"(it has: {', '.join(sorted(fields))})"
+                )
+            rad = fields[layer]
+            raw = rad[()]
+            fill = _attr(rad, "_FillValue", 65535.0)
+            scale = _attr(rad, "scale_factor", 1.0)
+            offset = _attr(rad, "add_offset", 0.0)
+            quality = fields[f"{layer}_Quality"][()]
+            num = fields[f"{layer}_Num"][()] if f"{layer}_Num" in fields else None
+            num_fill = (
+                _attr(fields[f"{layer}_Num"], "_FillValue", 65535.0) if num is not None else None
+            )
+            lat = fields["lat"][()] if "lat" in fields else None
+            lon = fields["lon"][()] if "lon" in fields else None
+    except SourceError:
+        raise
+    except (OSError, KeyError) as err:
+        raise SourceError(f"{path}: cannot read it as a Black Marble HDF5 tile: {err}") from err
+    if lat is not None and lon is not None:
+        west, north = float(lon[0]) - RESOLUTION_DEG / 2, float(lat[0]) + RESOLUTION_DEG / 2
+    else:
+        m = re.search(r"\.(h\d{2}v\d{2})\.", path.name)
+        if m is None:
+            raise SourceError(f"{path}: no lat/lon layers and no hNNvNN tile id in its name")
+        box = tile_geobox(m.group(1))
+        west, north = box.affine.c, box.affine.f
+    gbox = GeoBox(
+        raw.shape, Affine(RESOLUTION_DEG, 0.0, west, 0.0, -RESOLUTION_DEG, north), "EPSG:4326"
+    )
+    missing = quality == QUALITY_FILL
+    if fill is not None:
+        missing |= raw == fill
+    radiance = np.where(missing, np.nan, raw.astype("float64") * (scale or 1.0) + (offset or 0.0))
+    if num is None:
+        count = (~missing).astype("uint16")
+    else:
+        bad_num = (num == num_fill) if num_fill is not None else np.zeros(num.shape, bool)
+        count = np.where(missing | bad_num, 0, num).astype("uint16")
+    template = xr_zeros(gbox, dtype="float32")
+    out = xr.Dataset(
+        {
+            "radiance": template.copy(data=radiance.astype("float32")),
+            "cf_cvg": template.copy(data=count),
+            "gap_filled": template.copy(data=(quality == QUALITY_GAP_FILLED) & ~missing),
+        }
+    )
+    out = out.rename({"latitude": "y", "longitude": "x"}) if "latitude" in out.dims else out
+    out["radiance"].attrs.update(units="nW cm-2 sr-1", long_name="night-time radiance")
+    out["cf_cvg"].attrs.update(units="1", long_name="observations behind the composite")
+    return out
+
+
+def _offset(target: float, source: float) -> int:
+    steps = (target - source) / RESOLUTION_DEG
+    n = round(steps)
+    if abs(steps - n) > 1e-3:
+        raise SourceError(
+            f'the night-light grid is not on the Black Marble 15" lattice (off by '
+            f"{steps - n:+.3f} px); build it with payesh.grid.ntl_geobox(city) (origin 0, 0)"
+        )
+    return int(n)
+
+
+def blackmarble_month(
+    paths: Sequence[Path | str], geobox: GeoBox, month: pd.Timestamp
+) -> xr.Dataset:
+    """The tiles in ``paths`` mosaicked onto the night-light grid ``geobox`` for ``month``.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`payesh.monthly.viirs_month`: ``radiance`` float32 nW·cm⁻²·sr⁻¹ (NaN
+        where missing) and ``cf_cvg`` uint16; dims (time=1, y, x). ``attrs``:
+        ``source_items`` (file names), ``gap_filled_pixels`` (how many kept values were
+        gap-filled).
+    """
+    ny, nx = geobox.shape
+    radiance = np.full((ny, nx), np.nan, dtype="float32")
+    count = np.zeros((ny, nx), dtype="uint16")
+    gap = np.zeros((ny, nx), dtype=bool)
+    t = geobox.affine
+    used = []
+    for path in paths:
+        tile = read_tile(path)
+        ta = tile.odc.geobox.affine
+        col0 = _offset(t.c, ta.c)
+        row0 = _offset(ta.f, t.f)
+        th, tw = tile["radiance"].shape
+        ys, ye = max(0, -row0), min(ny, th - row0)
+        xs, xe = max(0, -col0), min(nx, tw - col0)
+        if ys >= ye or xs >= xe:
+            continue
+        src = (slice(ys + row0, ye + row0), slice(xs + col0, xe + col0))
+        dst = (slice(ys, ye), slice(xs, xe))
+        value = tile["radiance"].values[src]
+        fresh = np.isnan(radiance[dst]) & ~np.isnan(value)
+        radiance[dst] = np.where(fresh, value, radiance[dst])
+        count[dst] = np.where(fresh, tile["cf_cvg"].values[src], count[dst])
+        gap[dst] |= fresh & tile["gap_filled"].values[src]
+        used.append(Path(path).name)
+    template = xr_zeros(geobox, dtype="float32")
+    out = xr.Dataset(
+        {"radiance": template.copy(data=radiance), "cf_cvg": template.copy(data=count)}
+    )
+    out = out.rename({"latitude": "y", "longitude": "x"}) if "latitude" in out.dims else out
+    out = out.expand_dims(time=[month])
+    out["radiance"].attrs.update(units="nW cm-2 sr-1", long_name="night-time radiance")
+    out["cf_cvg"].attrs.update(units="1", long_name="observations behind the composite")
+    out.attrs["source_items"] = used
+    out.attrs["gap_filled_pixels"] = int(gap.sum())
+    return out
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
+def earthdata_token(environ: Mapping[str, str] = os.environ) -> str:
+    """The NASA Earthdata bearer token from ``EARTHDATA_TOKEN``.
+
+    Raises
+    ------
+    SourceError
+        The variable is unset or empty.
+    """
+    token = environ.get("EARTHDATA_TOKEN", "").strip()
+    if not token:
+        raise SourceError(
+            "EARTHDATA_TOKEN is not set: Black Marble downloads from LAADS DAAC need a NASA "
+            "Earthdata token (create one at https://urs.earthdata.nasa.gov/profile)"
+        )
+    return token
+
+
+def _day_of_year(product: str, when: date) -> date:
+    if product not in BLACK_MARBLE_PRODUCTS:
+        raise SourceError(
+            f"unknown Black Marble product {product!r} (payesh reads: "
+            f"{', '.join(BLACK_MARBLE_PRODUCTS)})"
+        )
+    return date(when.year, 1, 1) if product == "VNP46A4" else date(when.year, when.month, 1)
+
+
+def laads_directory_url(
+    product: str, when: date, *, collection: str = DEFAULT_COLLECTION, base: str = LAADS_URL
+) -> str:
+    """The LAADS DAAC archive folder holding ``product``'s tiles for the period of ``when``.
+
+    VNP46A3 files are dated the first day of their month, VNP46A4 the first of the year:
+    ``{base}/archive/allData/5200/VNP46A3/2025/060`` holds March 2025.
+    """
+    day = _day_of_year(product, when)
+    doy = day.timetuple().tm_yday
+    return f"{base.rstrip('/')}/archive/allData/{collection}/{product}/{day.year}/{doy:03d}"
+
+
+def _get(url: str, token: str, policy: RetryPolicy, *, stream: bool = False) -> requests.Response:
+    def once() -> requests.Response:
+        resp = requests.get(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=policy.timeout, stream=stream
+        )
+        try:
+            check_response(resp)
+        except Exception:
+            resp.close()
+            raise
+        if "text/html" in resp.headers.get("Content-Type", ""):
+            resp.close()
+            raise SourceError(
+                f"{url}: answered with an HTML page, not data — the Earthdata token is likely "
+                f"invalid or expired"
+            )
+        return resp
+
+    try:
+        return with_retries(once, url=f"GET {url}", policy=policy)
+    except APIError as err:
+        status = getattr(err, "status_code", None)
+        hint = " — check EARTHDATA_TOKEN" if status in (401, 403) else ""
+        raise SourceError(f"{url}: download failed: {err}{hint}") from err
+    except requests.RequestException as err:
+        raise SourceError(f"{url}: download failed: {err}") from err
+
+
+def download_tile(
+    product: str,
+    tile: str,
+    when: date,
+    dest: Path | str,
+    *,
+    token: str,
+    base: str = LAADS_URL,
+    collection: str = DEFAULT_COLLECTION,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> Path:
+    """Download one Black Marble tile-period to ``dest`` (a folder); its path.
+
+    The archive folder's listing (``<folder>.json``) gives the file name (it carries a
+    production time stamp), then the file is fetched; both with ``Authorization: Bearer
+    <token>``, retried on 429/5xx. An existing file of that name is reused.
+
+    Raises
+    ------
+    SourceError
+        No such file in the archive, the server refuses the token, or the download fails.
+    """
+    _parse_tile(tile)
+    folder = laads_directory_url(product, when, collection=collection, base=base)
+    day = _day_of_year(product, when)
+    prefix = f"{product}.A{day.year}{day.timetuple().tm_yday:03d}.{tile}."
+    with _get(folder + ".json", token, policy) as resp:
+        try:
+            listing = resp.json()
+        except ValueError as err:
+            raise SourceError(f"{folder}.json: not a JSON listing: {err}") from err
+    entries = listing.get("content", []) if isinstance(listing, dict) else listing
+    names = sorted(
+        str(e.get("name", "")) for e in entries if str(e.get("name", "")).startswith(prefix)
+    )
+    if not names:
+        raise SourceError(f"{folder}: no {prefix}*.h5 file for tile {tile} ({product}, {day})")
+    name = names[-1]  # the latest production
+    out = Path(dest) / name
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    with _get(f"{folder}/{name}", token, policy, stream=True) as resp, part.open("wb") as f:
+        for block in resp.iter_content(1 << 20):
+            f.write(block)
+    part.replace(out)
+    return out

@@ -1,0 +1,166 @@
+"""Bad items, found in one place: skipped with a :class:`~payesh.errors.BadItemWarning`.
+
+Two kinds of check, both naming the item and the asset at fault:
+
+* :func:`metadata_problem` — what the STAC item itself says: an asset a band needs is
+  missing, or the item gives no CRS (``proj:code`` / ``proj:epsg``, on the asset or
+  the item). Planning (:func:`payesh.plan.plan_run`) applies it to every search result.
+* :func:`file_problem` — what reading finds, at read time: the bytes fail their
+  ``file:checksum``, the file cannot be opened, its CRS differs from the item's, or it
+  is truncated (its last block in file order, the bottom-right one of a COG, cannot be
+  read). The loaders apply it, through :func:`usable_items`, to the items of a month.
+
+A skipped item leaves the others of its month to be read; :func:`skipped_ids` tells
+which were left out so that the month's dataset can say so (``attrs["skipped_items"]``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import pystac
+import rasterio
+import requests
+import xarray as xr
+from pystac_client.exceptions import APIError
+from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioError
+from rasterio.windows import Window
+
+from payesh.errors import BadItemWarning, SourceError
+from payesh.sources.checksum import verify_asset
+from payesh.sources.profiles import Product
+
+__all__ = [
+    "declared_crs",
+    "file_problem",
+    "metadata_problem",
+    "skip_bad_items",
+    "skipped_ids",
+    "with_skipped",
+]
+
+
+def declared_crs(item: pystac.Item, key: str) -> str | None:
+    """The CRS an item declares for asset ``key`` (``EPSG:32638`` style), if any."""
+    for where in (item.assets[key].extra_fields, item.properties):
+        code = where.get("proj:code")
+        if code:
+            return str(code)
+        epsg = where.get("proj:epsg")
+        if epsg:
+            return f"EPSG:{int(epsg)}"
+    if item.properties.get("proj:wkt2") or item.assets[key].extra_fields.get("proj:wkt2"):
+        return str(item.assets[key].extra_fields.get("proj:wkt2") or item.properties["proj:wkt2"])
+    return None
+
+
+def metadata_problem(item: pystac.Item, product: Product, bands: Sequence[str]) -> str | None:
+    """Why ``item`` cannot be read for ``bands`` from its metadata alone, or ``None``."""
+    available = frozenset(item.assets)
+    for band in bands:
+        key = product.asset_key(band, available)
+        if key is None:
+            return (
+                f"item {item.id!r} has no asset for band {band!r} "
+                f"(looked for {', '.join(product.bands[band])})"
+            )
+        if declared_crs(item, key) is None:
+            return (
+                f"item {item.id!r} asset {key!r} declares no CRS "
+                f"(neither proj:code nor proj:epsg, on the asset or the item)"
+            )
+    return None
+
+
+def _same_crs(declared: str, found: CRS) -> bool:
+    try:
+        want = CRS.from_user_input(declared)
+    except CRSError:
+        return False
+    return bool(want == found) or (want.to_epsg() is not None and want.to_epsg() == found.to_epsg())
+
+
+def file_problem(item: pystac.Item, key: str, *, env: Mapping[str, str]) -> str | None:
+    """Why the file behind ``item.assets[key]`` cannot be read, or ``None`` if it can.
+
+    Verifies the ``file:checksum`` (when given), opens the file under GDAL options
+    ``env``, compares its CRS with the one the item declares, and reads its last block.
+    """
+    asset = item.assets[key]
+    href = asset.get_absolute_href() or asset.href
+    shown = href.split("?", 1)[0]  # never a signed URL's token in a message
+    where = f"item {item.id!r} asset {key!r} ({shown})"
+    try:
+        verify_asset(item, key)
+    except SourceError as err:
+        return str(err)
+    try:
+        with rasterio.Env(**env), rasterio.open(href) as src:
+            if src.crs is None:
+                return f"{where}: the file has no CRS"
+            declared = declared_crs(item, key)
+            if declared is not None and not _same_crs(declared, src.crs):
+                return (
+                    f"{where}: the item says its CRS is {declared} but the file's is "
+                    f"{src.crs.to_string()}"
+                )
+            bh, bw = src.block_shapes[0]
+            row = (src.height - 1) // bh * bh
+            col = (src.width - 1) // bw * bw
+            window = Window(col, row, min(bw, src.width - col), min(bh, src.height - row))
+            src.read(1, window=window)
+    except (RasterioError, OSError, requests.RequestException, APIError) as err:
+        return f"{where}: cannot be read (truncated or corrupt?): {err}"
+    return None
+
+
+def skip_bad_items(
+    items: Sequence[pystac.Item],
+    product: Product,
+    bands: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    all_bad_is_error: bool = False,
+    stacklevel: int = 3,
+) -> list[pystac.Item]:
+    """The items of ``items`` that pass the metadata checks (and, given GDAL options
+    ``env``, the file checks); each other one gets a :class:`BadItemWarning`.
+
+    With ``all_bad_is_error``, a batch in which no item is good raises one
+    :class:`SourceError` listing every problem instead (nothing would be read).
+    """
+    good, problems = [], []
+    for item in items:
+        problem = metadata_problem(item, product, bands)
+        if problem is None and env is not None:
+            available = frozenset(item.assets)
+            for band in bands:
+                key = product.asset_key(band, available)
+                assert key is not None
+                problem = file_problem(item, key, env=env)
+                if problem is not None:
+                    break
+        if problem is None:
+            good.append(item)
+        else:
+            problems.append(problem)
+    if problems and not good and all_bad_is_error:
+        raise SourceError(f"no readable {product.key} item: " + "; ".join(problems))
+    for problem in problems:
+        warnings.warn(f"{problem}; item skipped", BadItemWarning, stacklevel=stacklevel)
+    return good
+
+
+def skipped_ids(items: Sequence[pystac.Item], read: Sequence[str]) -> list[str]:
+    """Ids of ``items`` that are not among the ``read`` item ids, in order."""
+    kept = set(read)
+    return [i.id for i in items if i.id not in kept]
+
+
+def with_skipped(ds: xr.Dataset, items: Sequence[pystac.Item]) -> xr.Dataset:
+    """``ds`` with ``attrs["skipped_items"]``: the ids of ``items`` not in its
+    ``attrs["source_items"]`` (each reported by a :class:`BadItemWarning` when skipped)."""
+    ds.attrs["skipped_items"] = skipped_ids(items, ds.attrs.get("source_items", []))
+    return ds
