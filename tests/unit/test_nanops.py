@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payesh import nanops
 
@@ -28,3 +30,24 @@ def test_matches_numpy_and_never_warns(name: str, axis: int | tuple[int, ...], d
     np.testing.assert_array_equal(got, expected)
     assert got.dtype == expected.dtype
     assert np.isnan(got).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    t=st.integers(1, 9),
+    n=st.integers(1, 400),
+    seed=st.integers(0, 2**16),
+    nan_share=st.sampled_from([0.0, 0.2, 1.0]),
+)
+def test_median_clear_equals_nanmedian_of_the_masked_stack(
+    t: int, n: int, seed: int, nan_share: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    stack = (rng.integers(0, 30, (t, n)) / 7).astype("float32")  # ties on purpose
+    stack[rng.random(stack.shape) < nan_share] = np.nan
+    clear = rng.random(stack.shape) < 0.7
+    masked = np.where(clear, stack, np.nan)
+    expected = nanops.nanmedian(masked, axis=0).astype("float32")
+    got = nanops.median_clear(stack, clear)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,443 @@
+"""Sentinel-2 months read straight into the city grid when the grids are aligned.
+
+A city is processed in the UTM zone of its Sentinel-2 tiles, on a 10 m grid whose
+pixel edges fall on the tiles' own 10 m lattice. In that case a 10 m band needs no
+resampling at all and a 20 m band needs only each pixel repeated, so the general
+reprojection machinery (``odc.stac.load``: a Dask graph per scene, GDAL warping per
+chunk) is pure overhead over the decode itself. Here every asset of a month is read
+with one windowed ``rasterio`` read per (item, asset, strip of COG blocks) on a pool
+of threads (GDAL releases the GIL while decoding), mapped onto the city grid with
+integer indices, masked with SCL and reduced to the monthly median strip by strip.
+
+The result is the same Dataset :func:`payesh.monthly.s2_month` builds through
+odc-stac — the same nearest-neighbour mapping (pixel centres), the same fusing of
+items that share a time stamp (first valid value wins, in item order), the same masks
+and counts — and tests hold the two paths equal. Grids that are not aligned (another
+CRS, a rotated or shifted lattice) return ``None`` from :func:`plan_aligned` and the
+caller falls back to odc-stac.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pystac
+import rasterio
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+from rasterio.windows import Window
+
+from payesh import nanops
+from payesh.errors import BadItemWarning, SourceError
+from payesh.masking import _SCL_CLOUDY, SCL_MASKED, SCL_SNOW, _dilate
+from payesh.parallel import default_threads
+
+#: Thread-seconds spent per stage since the process started (read = open + decode +
+#: placing on the grid; mask = SCL masks; composite = medians). The benchmark reads it.
+STAGE_SECONDS: dict[str, float] = {"read": 0.0, "mask": 0.0, "composite": 0.0}
+_stage_lock = threading.Lock()
+
+
+def _add_time(stage: str, start: float) -> None:
+    with _stage_lock:
+        STAGE_SECONDS[stage] += time.perf_counter() - start
+
+
+__all__ = ["AssetGrid", "close_plans", "plan_aligned", "read_s2_month_aligned", "s2_month_aligned"]
+
+
+@dataclass(frozen=True)
+class AssetGrid:
+    """Where each city pixel's centre falls in one asset's pixel grid."""
+
+    href: str
+    rows: np.ndarray  # source row of each city row (may lie outside the raster)
+    cols: np.ndarray  # source column of each city column
+    height: int
+    width: int
+    block_rows: int
+    nodata: float | None
+    dataset: Any = field(default=None, compare=False, repr=False)  # open while the month reads
+
+
+def _centre_indices(origin: float, step: float, n: int, src_origin: float, src_step: float) -> Any:
+    """Source pixel index of each city pixel centre; ``None`` if a centre sits on an edge.
+
+    A centre exactly on a source pixel edge would be settled by rounding, which odc-stac
+    and GDAL may settle differently: such lattices take the general path.
+    """
+    pos = (origin + (np.arange(n) + 0.5) * step - src_origin) / src_step
+    frac = pos - np.floor(pos)
+    if np.any(np.minimum(frac, 1 - frac) < 1e-6):
+        return None
+    return np.floor(pos).astype(np.int64)
+
+
+def _asset_grid(href: str, geobox: GeoBox) -> AssetGrid | None:
+    """The asset's grid mapping, its dataset left open for the reads; ``None`` if not aligned."""
+    src = rasterio.open(href)
+    try:
+        grid = _grid_of(src, href, geobox)
+    except BaseException:
+        src.close()
+        raise
+    if grid is None:
+        src.close()
+    return grid
+
+
+def _grid_of(src: Any, href: str, geobox: GeoBox) -> AssetGrid | None:
+    if src.crs is None:
+        raise SourceError(f"{href}: the raster has no CRS")
+    t = src.transform
+    g = geobox.affine
+    if src.crs != rasterio.crs.CRS.from_user_input(str(geobox.crs)):
+        return None
+    if not (t.b == 0 and t.d == 0 and g.b == 0 and g.d == 0 and t.a > 0 and t.e < 0):
+        return None
+    if t.a < g.a or -t.e < -g.e:
+        return None  # a city grid finer than the asset's only: coarser means averaging
+    ny, nx = geobox.shape
+    rows = _centre_indices(g.f, g.e, ny, t.f, t.e)
+    cols = _centre_indices(g.c, g.a, nx, t.c, t.a)
+    if rows is None or cols is None:
+        return None
+    return AssetGrid(
+        href=href,
+        rows=rows,
+        cols=cols,
+        height=src.height,
+        width=src.width,
+        block_rows=int(src.block_shapes[0][0]),
+        nodata=src.nodata,
+        dataset=src,
+    )
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """One item's assets on the city grid, with its scale and offset per band."""
+
+    item_id: str
+    time: np.datetime64
+    grids: Mapping[str, AssetGrid]
+    scale_offset: Mapping[str, tuple[float, float]]
+    nodata: Mapping[str, float]
+
+
+def plan_aligned(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    asset_keys: Mapping[str, str],
+    scale_offset: Mapping[str, Mapping[str, tuple[float, float]]],
+    nodata: Mapping[str, Mapping[str, float]],
+    *,
+    threads: int = 4,
+    env: Mapping[str, str] | None = None,
+) -> list[ItemPlan] | None:
+    """Per-item read plans, or ``None`` when any asset is not aligned with ``geobox``.
+
+    ``scale_offset[item_id][band]`` and ``nodata[item_id][band]`` come from the items'
+    ``raster:bands`` (see :mod:`payesh.sources.load`).
+    """
+
+    def one(item: pystac.Item) -> ItemPlan | None:
+        grids: dict[str, AssetGrid] = {}
+        for band, key in asset_keys.items():
+            href = item.assets[key].get_absolute_href() or item.assets[key].href
+            try:
+                with rasterio.Env(**dict(env or {})):
+                    grid = _asset_grid(href, geobox)
+            except rasterio.errors.RasterioIOError as err:
+                raise SourceError(
+                    f"item {item.id!r} asset {key!r}: cannot open {href}: {err}"
+                ) from err
+            if grid is None:
+                for opened in grids.values():
+                    opened.dataset.close()
+                return None
+            grids[band] = grid
+        assert item.datetime is not None
+        return ItemPlan(
+            item_id=item.id,
+            time=np.datetime64(item.datetime.replace(tzinfo=None), "ns"),
+            grids=grids,
+            scale_offset=scale_offset[item.id],
+            nodata=nodata[item.id],
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        plans = list(pool.map(one, items))
+    kept = [p for p in plans if p is not None]
+    if len(kept) < len(plans):
+        close_plans(kept)
+        return None
+    return kept
+
+
+def close_plans(plans: Sequence[ItemPlan]) -> None:
+    """Close the datasets the plans hold open."""
+    for plan in plans:
+        for grid in plan.grids.values():
+            if grid.dataset is not None:
+                grid.dataset.close()
+
+
+def _index(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice where the indices are consecutive (the 10 m bands), else the indices."""
+    if len(idx) and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _read_rows(grid: AssetGrid, rows: np.ndarray, env: Mapping[str, str]) -> np.ndarray:
+    """The asset's values at city rows ``rows`` × every city column, float32 DN, NaN outside."""
+    src_rows = grid.rows[rows]
+    out = np.full((len(rows), len(grid.cols)), np.nan, dtype="float32")
+    ok_r = np.flatnonzero((src_rows >= 0) & (src_rows < grid.height))
+    ok_c = np.flatnonzero((grid.cols >= 0) & (grid.cols < grid.width))
+    if not len(ok_r) or not len(ok_c):
+        return out
+    r_src, c_src = src_rows[ok_r], grid.cols[ok_c]
+    r0, c0 = int(r_src.min()), int(c_src.min())
+    window = Window(c0, r0, int(c_src.max()) + 1 - c0, int(r_src.max()) + 1 - r0)
+    if env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
+        win = grid.dataset.read(1, window=window)
+    else:  # remote: retries and timeouts apply per request
+        with rasterio.Env(**env):
+            win = grid.dataset.read(1, window=window)
+    ri, ci = _index(r_src - r0), _index(c_src - c0)
+    sub = win[ri, :][:, ci]
+    out[_index(ok_r), _index(ok_c)] = sub
+    if grid.nodata is not None:
+        out[out == grid.nodata] = np.nan
+    return out
+
+
+def _strips(plans: Sequence[ItemPlan], ny: int, target: int = 1024) -> list[slice]:
+    """City row ranges whose source windows cover whole COG block rows of the finest band.
+
+    ``target`` is the wanted strip height in source rows of the finest band, rounded to
+    whole COG blocks (smaller than a block: strips of ``target`` rows, for tests).
+    """
+    grids = list(plans[0].grids.values())
+    finest = max(grids, key=lambda g: len(np.unique(g.rows)))
+    block = max(1, finest.block_rows)
+    unit = block * max(1, target // block) if target >= block else max(1, target)
+    strip_of = np.floor_divide(finest.rows, unit)
+    edges = [0, *(int(c) for c in np.flatnonzero(np.diff(strip_of)) + 1), ny]
+    return [slice(a, b) for a, b in pairwise(edges) if b > a]
+
+
+def _median_into(out: np.ndarray, stacks: list[np.ndarray], clear: np.ndarray, r: slice) -> None:
+    """``out[r]`` = median over time of the clear values of ``stacks`` at rows ``r``."""
+    t0 = time.perf_counter()
+    out[r] = nanops.median_clear(np.stack([s[r] for s in stacks]), clear[:, r])
+    _add_time("composite", t0)
+
+
+def read_s2_month_aligned(
+    plans: Sequence[ItemPlan],
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    bands: Sequence[str],
+    *,
+    buffer_px: int = 1,
+    mask_snow: bool = False,
+    threads: int | None = None,
+    env: Mapping[str, str] | None = None,
+    strip_rows: int = 1024,
+) -> xr.Dataset:
+    """The monthly median composite of ``plans`` on ``geobox`` (see ``monthly.s2_month``).
+
+    Strips of city rows are processed one after another; within a strip every
+    (time step, band) is read on the thread pool, the SCL mask is built once for the
+    strip (with a halo of ``buffer_px`` rows so that dilation crosses strip edges), and
+    the medians are taken on the pool in row blocks. Peak memory is one strip of the
+    month's scenes.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``bands`` float32 (NaN where no clear observation), ``clear_count`` and
+        ``obs_count`` int16; dims (time=1, y, x) on ``geobox``.
+    """
+    threads = threads or default_threads()
+    env = dict(env or {})
+    ny, nx = geobox.shape
+    times = sorted({p.time for p in plans})
+    groups = [[p for p in plans if p.time == t] for t in times]  # fused in item order
+    comp = {b: np.full((ny, nx), np.nan, dtype="float32") for b in bands}
+    clear_count = np.zeros((ny, nx), dtype="int16")
+    obs_count = np.zeros((ny, nx), dtype="int16")
+    masked_classes = list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])
+
+    def fused(group: list[ItemPlan], band: str, rows: np.ndarray) -> np.ndarray:
+        """One time step's band at ``rows``: physical units (SCL: class), NaN at nodata."""
+        t0 = time.perf_counter()
+        out: np.ndarray | None = None
+        for p in group:
+            raw = _read_rows(p.grids[band], rows, env)
+            nd = p.nodata.get(band)
+            if nd is not None and nd != p.grids[band].nodata:
+                raw[raw == nd] = np.nan
+            if band != "scl":
+                s, o = p.scale_offset[band]
+                raw *= np.float32(s)
+                raw += np.float32(o)
+            if out is None:
+                out = raw
+            else:
+                gap = np.isnan(out)
+                out[gap] = raw[gap]
+        assert out is not None
+        _add_time("read", t0)
+        return out
+
+    def scl_masks(scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bad, observed) of one time step's SCL rows, clouds dilated by ``buffer_px``."""
+        t0 = time.perf_counter()
+        classes = np.where(np.isnan(scl), 0, scl).astype("uint8")
+        bad = np.isin(classes, masked_classes)
+        if buffer_px > 0:
+            bad |= _dilate(np.isin(classes, _SCL_CLOUDY)[None], buffer_px)[0]
+        _add_time("mask", t0)
+        return bad, classes != 0
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for strip in _strips(plans, ny, strip_rows):
+            lo, hi = max(0, strip.start - buffer_px), min(ny, strip.stop + buffer_px)
+            rows = np.arange(lo, hi)
+            jobs = {
+                (t, b): pool.submit(fused, g, b, rows)
+                for t, g in enumerate(groups)
+                for b in (*bands, "scl")
+            }
+            data = {k: f.result() for k, f in jobs.items()}
+            inner = slice(strip.start - lo, strip.stop - lo)
+            masks = list(pool.map(scl_masks, [data[(t, "scl")] for t in range(len(groups))]))
+            t0 = time.perf_counter()
+            clear = np.stack(
+                [
+                    ~bad[inner] & ~np.isnan(data[(t, bands[0])][inner])
+                    for t, (bad, _) in enumerate(masks)
+                ]
+            )
+            clear_count[strip] = clear.sum(axis=0)
+            obs_count[strip] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0)
+            _add_time("mask", t0)
+
+            n = strip.stop - strip.start
+            step = max(16, math.ceil(n * len(bands) / threads / 2))
+            parts = [
+                partial(
+                    _median_into,
+                    comp[band][strip],
+                    [data[(t, band)][inner] for t in range(len(groups))],
+                    clear,
+                    slice(r, min(n, r + step)),
+                )
+                for band in bands
+                for r in range(0, n, step)
+            ]
+            for f in [pool.submit(part) for part in parts]:
+                f.result()
+            del data, jobs, masks, clear
+
+    out = xr.Dataset(
+        {b: (("y", "x"), comp[b]) for b in bands}
+        | {"clear_count": (("y", "x"), clear_count), "obs_count": (("y", "x"), obs_count)},
+        coords=xr_coords(geobox),
+    ).expand_dims(time=pd.DatetimeIndex([month]))
+    return out
+
+
+def s2_month_aligned(
+    items: Sequence[pystac.Item],
+    geobox: GeoBox,
+    month: pd.Timestamp,
+    *,
+    bands: Sequence[str],
+    buffer_px: int = 1,
+    threads: int | None = None,
+) -> xr.Dataset | None:
+    """The month's Sentinel-2 composite by aligned reads, or ``None`` if not aligned.
+
+    Items are checked as :func:`payesh.sources.load.load_s2` checks them (a bad item is
+    skipped with a :class:`~payesh.errors.BadItemWarning`; the file checks run on the
+    thread pool), and scale/offset are taken per item exactly as it takes them.
+    """
+    from payesh.sources import load
+    from payesh.sources.profiles import S2
+    from payesh.sources.signing import sign_items
+    from payesh.sources.validate import file_problem, skip_bad_items
+
+    wanted = (*bands, "scl")
+    ready = sign_items(skip_bad_items(items, S2, wanted, stacklevel=4))  # metadata checks
+    keys = load._asset_keys(ready, S2, wanted) if ready else {}
+    hrefs = [ready[0].assets[k].href for k in keys.values()] if ready else []
+    remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
+    env = dict(load.GDAL_REMOTE if remote else load.GDAL_LOCAL)
+    n = threads or default_threads()
+
+    def problem(item: pystac.Item) -> str | None:
+        # checksum, open, CRS, last block: on the pool, since each is a file read
+        for key in keys.values():
+            found = file_problem(item, key, env=env)
+            if found is not None:
+                return found
+        return None
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        problems = list(pool.map(problem, ready))
+    if ready and all(problems):  # nothing would be read: one error listing every problem
+        raise SourceError("no readable s2 item: " + "; ".join(str(p) for p in problems))
+    usable = []
+    for item, found in zip(ready, problems, strict=True):
+        if found is None:
+            usable.append(item)
+        else:  # warned here, in the caller's thread, not in a pool thread
+            warnings.warn(f"{found}; item skipped", BadItemWarning, stacklevel=3)
+    if not usable:
+        raise SourceError("no usable Sentinel-2 items to load")
+    scale_offset: dict[str, dict[str, tuple[float, float]]] = {}
+    nodata: dict[str, dict[str, float]] = {}
+    first_nodata = {b: load._raster_band(usable[0].assets[keys[b]]).get("nodata", 0) for b in bands}
+    for item in usable:
+        scale_offset[item.id], nodata[item.id] = {}, {}
+        for band in bands:
+            rb = load._raster_band(item.assets[keys[band]])
+            scale = float(rb.get("scale", load._S2_SCALE))
+            offset = float(rb.get("offset", load._S2_BOA_OFFSET))
+            if item.collection_id in S2.collections:
+                offset = load._s2_offset(item, float(rb["offset"]) if "offset" in rb else None)
+            scale_offset[item.id][band] = (scale, offset)
+            if first_nodata[band] is not None:
+                nodata[item.id][band] = float(first_nodata[band])
+    plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n, env=env)
+    if plans is None:
+        return None
+    try:
+        out = read_s2_month_aligned(
+            plans, geobox, month, bands, buffer_px=buffer_px, threads=n, env=env
+        )
+    finally:
+        close_plans(plans)
+    for band in bands:
+        out[band].attrs.update(units="1", long_name=f"{band} surface reflectance")
+    out["clear_count"].attrs.update(units="1", long_name="clear observations in the month")
+    out["obs_count"].attrs.update(units="1", long_name="observations in the month")
+    out.attrs["source_items"] = [i.id for i in usable]
+    return out

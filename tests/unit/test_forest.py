@@ -1,0 +1,45 @@
+"""The compiled trees give scikit-learn's probabilities bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from payesh.forest import compile_forest, predict_positive
+
+
+@pytest.fixture(scope="module")
+def model() -> HistGradientBoostingClassifier:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4000, 5))
+    x[rng.random(x.shape) < 0.05] = np.nan  # trees learn a side for missing values
+    y = (np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 3]) ** 2 > 0.4).astype(int)
+    return HistGradientBoostingClassifier(max_iter=25, max_leaf_nodes=15, random_state=0).fit(x, y)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    n=st.integers(1, 150_000),
+    nan_share=st.sampled_from([0.0, 0.1, 1.0]),
+    seed=st.integers(0, 2**16),
+    threads=st.sampled_from([1, 2, 3]),
+)
+def test_bit_identical_to_predict_proba(
+    model: HistGradientBoostingClassifier, n: int, nan_share: float, seed: int, threads: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=2.0, size=(n, 5)).astype("float32")
+    x[rng.random(x.shape) < nan_share] = np.nan
+    got = predict_positive(model, x, threads=threads)
+    np.testing.assert_array_equal(got, model.predict_proba(x)[:, 1])
+
+
+def test_unsupported_models_are_predicted_by_sklearn() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 3)), rng.integers(0, 3, 300)  # three classes
+    three = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    assert compile_forest(three) is None
+    np.testing.assert_array_equal(predict_positive(three, x), three.predict_proba(x)[:, 1])
