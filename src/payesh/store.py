@@ -22,6 +22,12 @@ leaves the last committed snapshot intact. Concurrent runs of one city never int
   runs that started from the same snapshot the first to commit wins and the other fails
   with a :class:`~payesh.errors.StoreError` ("another run ... committed first; re-run").
   It is not rebased: its months were merged with the snapshot it started from.
+
+Readers take no lock: :func:`open_indicators` / :func:`open_tree` read one snapshot
+(its id in ``attrs["snapshot_id"]``), lazily. :func:`expire` forgets old versions and
+garbage-collects the chunks only they referenced. A location that is not a store (a
+file, a non-empty directory without a repository) is refused before anything is written.
+See ``docs/store.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import time as _time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,9 +65,11 @@ __all__ = [
     "SITE_COLUMNS",
     "STORE_ENV",
     "S3Settings",
+    "expire",
     "history",
     "open_indicators",
     "open_sites",
+    "open_tree",
     "sites_from_dataset",
     "sites_to_dataset",
     "store_path",
@@ -78,6 +86,8 @@ DEFAULT_STORE_ROOT = "./data/store"
 STORE_ENV = "PAYESH_STORE"
 BRANCH = "main"
 STORE_FORMAT_VERSION = 1
+#: Attribute :func:`open_indicators` sets to the id of the snapshot it read.
+SNAPSHOT_ATTR = "snapshot_id"
 
 #: Spatial dimensions (y, x) of each raster group.
 RASTER_GROUPS: dict[str, tuple[str, str]] = {
@@ -202,13 +212,43 @@ def _storage(path: str) -> icechunk.Storage:
     return S3Settings.from_env().storage(parts.netloc, parts.path.strip("/"))
 
 
+def _check_local(path: str, *, writing: bool) -> None:
+    """Refuse a local location that is not (and cannot become) a city's store.
+
+    A store root that is a file, a city path that is a file, or a non-empty directory
+    without an Icechunk repository in it: one clear error, and nothing is written there.
+    """
+    city_dir = Path(path)
+    root = city_dir.parent
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"store root {root} is a file, not a directory; give a directory")
+    if city_dir.exists() and not city_dir.is_dir():
+        raise StoreError(f"{city_dir} is a file, not a payesh store (an Icechunk repository)")
+    if not city_dir.is_dir() or not any(city_dir.iterdir()):
+        return
+    if not icechunk.Repository.exists(_storage(path)):
+        what = "writes nothing into it" if writing else "cannot read it"
+        raise StoreError(
+            f"{city_dir} is not a payesh store: the directory exists but holds no Icechunk "
+            f"repository (payesh {what}); give another --store"
+        )
+
+
 def _open_repo(city_name: str, store: str | os.PathLike[str] | None) -> icechunk.Repository:
     path = store_path(city_name, store)
     missing = StoreError(
         f"no store for city {city_name} at {path} — run `payesh run {city_name}` first"
     )
-    if not _is_uri(path) and not Path(path).exists():
-        raise missing
+    if not _is_uri(path):
+        _check_local(path, writing=False)
+        if not Path(path).is_dir() or not any(Path(path).iterdir()):
+            root = Path(path).parent
+            if root.is_dir() and icechunk.Repository.exists(_storage(str(root))):
+                raise StoreError(
+                    f"no store for city {city_name} at {path}: {root} is itself a city's "
+                    f"store — give its parent ({root.parent}) as the store root"
+                )
+            raise missing
     try:
         storage = _storage(path)
         if _is_uri(path) and not icechunk.Repository.exists(storage):
@@ -378,6 +418,7 @@ def _prepare_raster(name: str, ds: xr.Dataset) -> xr.Dataset:
             raise StoreError(f"group {name!r}: variable {v!r} has no `units` attribute")
     old_gm = dict(ds["spatial_ref"].attrs) if "spatial_ref" in ds.variables else {}
     ds = ds.drop_encoding()
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != SNAPSHOT_ATTR}  # read back, not data
     if "spatial_ref" in ds.variables:
         ds = ds.drop_vars("spatial_ref")
     ds = ds.assign_coords(spatial_ref=_grid_mapping(crs, ds[ydim].values, ds[xdim].values, old_gm))
@@ -593,6 +634,8 @@ def write_run(
         prepared = {name: ds.compute() for name, ds in prepared.items()}
 
     path = store_path(city_name, store)
+    if not _is_uri(path):
+        _check_local(path, writing=True)
     storage = _storage(path)
     with _writer_lock(path, city_name, lock_timeout):
         try:
@@ -657,7 +700,10 @@ def open_indicators(
     Returns
     -------
     xarray.Dataset
-        The group, with the store's root attributes (provenance) merged under its own.
+        The group, with the store's root attributes (provenance) merged under its own,
+        and ``attrs["snapshot_id"]``: the snapshot read. Opening another group with
+        ``version=ds.attrs["snapshot_id"]`` reads the same version even if a run
+        committed in between (without ``version``, each call reads the latest).
     """
     if group not in GROUPS:
         raise StoreError(f"unknown group {group!r}; valid groups are {list(GROUPS)}")
@@ -671,8 +717,31 @@ def open_indicators(
         )
     ds = xr.open_zarr(session.store, group=group, consolidated=False, chunks={})
     root_attrs = dict(zarr.open_group(session.store, mode="r").attrs)
-    ds.attrs = {**root_attrs, **ds.attrs}
+    ds.attrs = {**root_attrs, **ds.attrs, SNAPSHOT_ATTR: str(session.snapshot_id)}
     return ds
+
+
+def open_tree(
+    city_name: str,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    version: str | None = None,
+) -> xr.DataTree:
+    """Every group of one snapshot of a city's store, lazily, as an ``xarray.DataTree``.
+
+    All groups come from the same snapshot (``/tiles``, ``/pixels``, ``/ntl``,
+    ``/sites``, whichever the store holds); the root node's attributes are the store's
+    provenance plus ``snapshot_id``. Parameters as in :func:`open_indicators`.
+    """
+    repo = _open_repo(city_name, store)
+    session = _readonly_session(repo, city_name, version)
+    if not _group_names(session.store):
+        raise StoreError(f"the store of {city_name} holds no group yet")
+    tree = xr.open_datatree(
+        session.store, engine="zarr", consolidated=False, chunks={}, zarr_format=3
+    )
+    tree.attrs = {**tree.attrs, SNAPSHOT_ATTR: str(session.snapshot_id)}
+    return tree
 
 
 def open_sites(
@@ -712,3 +781,98 @@ def history(city_name: str, *, store: str | os.PathLike[str] | None = None) -> l
             }
         )
     return out
+
+
+# --------------------------------------------------------------------------- housekeeping
+
+
+def _as_utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def expire(
+    city_name: str,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    keep: int = 10,
+    older_than: datetime | timedelta | None = None,
+    dry_run: bool = False,
+    lock_timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Forget old versions of a city's store and delete the data only they referenced.
+
+    A version is expired when it is older than ``older_than`` AND is not one of the
+    ``keep`` newest; the latest version is never expired, and the newest ``keep`` stay
+    readable with ``version=``. Then the objects no version references any more
+    (chunks, manifests, snapshots, transaction logs) are deleted, but only those written
+    before the oldest kept version: chunks of a run still writing are never touched.
+
+    Parameters
+    ----------
+    city_name
+        The city's id.
+    store
+        Store root (see :func:`store_path`).
+    keep
+        How many of the newest versions to keep (at least 1).
+    older_than
+        Expire only versions committed before this time (a ``datetime``; naive means
+        UTC) or older than this age (a ``timedelta``). Default: every version but the
+        ``keep`` newest.
+    dry_run
+        Only report which versions would be expired (deletion counts stay 0); change
+        nothing.
+    lock_timeout
+        Seconds to wait for a running writer of a local store (see :func:`write_run`).
+
+    Returns
+    -------
+    dict
+        ``expired`` (snapshot ids), ``kept`` (number of versions left in the history),
+        ``cutoff`` (UTC datetime), and the deletion counts ``chunks_deleted``,
+        ``manifests_deleted``, ``snapshots_deleted``, ``bytes_deleted``.
+
+    Raises
+    ------
+    StoreError
+        No store, ``keep`` < 1, or the store could not be cleaned.
+    """
+    if keep < 1:
+        raise StoreError(f"keep={keep!r}: at least the latest version must be kept (keep >= 1)")
+    repo = _open_repo(city_name, store)
+    path = store_path(city_name, store)
+    with _writer_lock(path, city_name, lock_timeout):
+        versions = history(city_name, store=store)
+        if len(versions) <= keep:
+            cutoff = None
+        else:
+            cutoff = _as_utc(versions[keep - 1]["time"])  # the oldest version kept
+            if older_than is not None:
+                limit = (
+                    datetime.now(UTC) - older_than
+                    if isinstance(older_than, timedelta)
+                    else _as_utc(older_than)
+                )
+                cutoff = min(cutoff, limit)
+        doomed = [v["snapshot_id"] for v in versions if cutoff and _as_utc(v["time"]) < cutoff]
+        result: dict[str, Any] = {
+            "expired": doomed,
+            "kept": len(versions) - len(doomed),
+            "cutoff": cutoff,
+            "chunks_deleted": 0,
+            "manifests_deleted": 0,
+            "snapshots_deleted": 0,
+            "bytes_deleted": 0,
+        }
+        if cutoff is None or not doomed or dry_run:
+            return result
+        try:
+            repo.expire_snapshots(cutoff)
+            summary = repo.garbage_collect(cutoff)
+        except icechunk.IcechunkError as err:
+            raise StoreError(
+                f"cleaning the store of {city_name} at {path} failed: {_first_line(err)}"
+            ) from err
+        for key in ("chunks_deleted", "manifests_deleted", "snapshots_deleted", "bytes_deleted"):
+            result[key] = int(getattr(summary, key))
+        return result

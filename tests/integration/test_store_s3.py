@@ -209,3 +209,34 @@ def test_concurrent_runs_on_s3_one_wins(s3_root: str, monkeypatch: pytest.Monkey
         st.open_indicators("demo", store=s3_root)["ntl_sum"].values[1:],
         make_tiles(times, losers[0])["ntl_sum"].values,
     )
+
+
+def test_expire_on_s3(s3_root: str, s3_server: MotoS3) -> None:
+    ids = [
+        st.write_run(
+            "demo",
+            {"tiles": make_tiles(_months("2025-01-01", 2), seed)},
+            store=s3_root,
+            message=f"v{seed}",
+            provenance=PROV,
+        )
+        for seed in range(3)
+    ]
+    prefix = s3_root.removeprefix(f"s3://{s3_server.bucket}/") + "/demo/"
+
+    def n_objects() -> int:
+        listing = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=prefix)  # type: ignore[attr-defined]
+        return int(listing.get("KeyCount", 0))
+
+    before = n_objects()
+    out = st.expire("demo", store=s3_root, keep=1)
+    assert sorted(out["expired"]) == sorted(ids[:2])
+    assert out["snapshots_deleted"] == 2
+    assert n_objects() < before
+    assert [h["snapshot_id"] for h in st.history("demo", store=s3_root)] == [ids[2]]
+    np.testing.assert_array_equal(
+        st.open_indicators("demo", store=s3_root)["ntl_sum"].values,
+        make_tiles(_months("2025-01-01", 2), 2)["ntl_sum"].values,
+    )
+    with pytest.raises(StoreError, match="no version"):
+        st.open_indicators("demo", store=s3_root, version=ids[0])

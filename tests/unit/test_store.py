@@ -360,7 +360,7 @@ def test_write_on_a_distributed_cluster(tmp_path: Path) -> None:
     times = _months("2025-01-01", 2)
     with (
         distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster),
     ):
