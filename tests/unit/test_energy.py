@@ -302,9 +302,19 @@ def test_electricity_estimate_calibrates_and_distributes() -> None:
     est, card = electricity_estimate(ds, cons, seed=0)
     assert est is not None
     assert est.name == "electricity_mwh" and est.attrs["units"] == "MWh"
-    assert card["n_months"] == 24 and card["cv"] == "leave-one-month-out"
+    assert card["n_months"] == 24 and "3 consecutive months" in card["cv"]
     assert card["cv_r2"] > 0.8
     assert card["cv_mape"] < 0.05
+    # every nested feature set is scored; lights carry this synthetic consumption
+    assert set(card["cv_by_features"]) == {
+        "lights",
+        "lights + built-up",
+        "lights + heat",
+        "lights + built-up + heat",
+    }
+    assert card["cv_by_features"]["lights"]["cv_r2"] > 0.8
+    assert card["cv_by_features"]["lights + built-up + heat"]["cv_r2"] == card["cv_r2"]
+    assert len(card["months"]) == len(card["reported_mwh"]) == 24
     assert np.isnan(est[5, 0, 0])
     assert (est.fillna(0) >= 0).all()
     # tile estimates add up to the city estimate in fully observed months
@@ -347,6 +357,12 @@ def test_load_suspect_flags_unexplained_light() -> None:
     assert "built-up unchanged" in reason[2, 0, 2]
     assert reason[2, 0, 1] == ""  # light alone never accuses
     assert reason[0, 0, 0] == ""
+    ev = out["load_suspect_evidence"]
+    assert ev.dtype == np.int8 and ev.attrs["flag_masks"] == [1, 2, 4]
+    assert ev.attrs["flag_meanings"] == "light heat builtup_unchanged"
+    # tile 0 grew (light + heat), tile 1 grew (light only), tile 2 static (all three)
+    assert ev.values[2].tolist() == [[1 | 2, 1, 1 | 2 | 4]]
+    assert ev.values[0].tolist() == [[4, 4, 4]]  # quiet and unchanged: only "static"
     score = out["load_suspect_score"].values
     assert np.isnan(score[1, 0, 0])
     assert score[2, 0, 0] >= 0.25 and score[2, 0, 1] < score[2, 0, 0]
@@ -361,8 +377,15 @@ def test_ntl_on_odc_grid_dims_and_crs_coord_dropped() -> None:
     tg = tile_grid(city)
     gbox = ntl_geobox(city)
     z = xr_zeros(gbox, dtype="float32", time=_months(2))  # dims (time, latitude, longitude)
-    ntl = xr.Dataset({"radiance": z + 3, "cf_cvg": (z + 1).astype("uint16")})
-    out = ntl_tile_indicators(ntl, ntl_tile_weights(gbox, tg), tg)
+    ntl = xr.Dataset({"radiance": z + 3, "cf_cvg": (z + 5).astype("uint16")})
+    w = ntl_tile_weights(gbox, tg)
+    out = ntl_tile_indicators(ntl, w, tg)
     assert "spatial_ref" not in out.coords  # the EPSG:4326 grid's CRS is not the tiles'
     np.testing.assert_allclose(out["ntl_mean"], 3.0, rtol=1e-6)
     np.testing.assert_allclose(out["lit_fraction"], 0.0)
+    np.testing.assert_allclose(out["ntl_valid_fraction"], 1.0, atol=1e-6)
+    # one or two clear nights count a third / two thirds (MIN_CLEAR_NIGHTS = 3)
+    for nights, share in ((1, 1 / 3), (2, 2 / 3), (9, 1.0)):
+        few = ntl_tile_indicators(ntl.assign(cf_cvg=(z + nights).astype("uint16")), w, tg)
+        np.testing.assert_allclose(few["ntl_valid_fraction"], share, rtol=1e-5)
+        assert np.isnan(few["ntl_sum"]).all() == (share < 0.5)
