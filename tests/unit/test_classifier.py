@@ -11,16 +11,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+import spyndex
 import xarray as xr
 
 from payesh.classifier import (
     BANDS,
     FEATURE_NAMES,
+    INDICES,
+    RGBN_FEATURE_NAMES,
+    SPYNDEX_BANDS,
     BuiltupModel,
     builtup_probability,
     default_model_path,
     feature_stack,
     load_model,
+    required_bands,
     save_model,
     spectral_features,
     train_builtup,
@@ -59,13 +64,46 @@ def test_feature_stack_indices_bounded_and_nan_safe() -> None:
     bands[1, 2] = np.nan
     f = feature_stack(bands)
     assert f.shape == (500, len(FEATURE_NAMES)) and f.dtype == np.float32
-    idx = f[2:, len(BANDS) :]
-    assert np.all((idx >= -1) & (idx <= 1))
     assert np.isnan(f[0, len(BANDS) :]).all()
-    ndvi = f[:, FEATURE_NAMES.index("ndvi")]
+    for name in INDICES:  # normalised differences in [-1, 1]; DBSI is a difference of two
+        v = f[2:, FEATURE_NAMES.index(name)]
+        bound = 2 if name == "DBSI" else 1
+        assert np.all((v >= -bound - 1e-6) & (v <= bound + 1e-6)), name
+    ndvi = f[:, FEATURE_NAMES.index("NDVI")]
     np.testing.assert_allclose(
-        ndvi[2:], (bands[2:, 3] - bands[2:, 2]) / (bands[2:, 3] + bands[2:, 2]), rtol=1e-5
+        ndvi[2:],
+        (bands[2:, 3] - bands[2:, 2]) / (bands[2:, 3] + bands[2:, 2]),
+        rtol=1e-5,
+        atol=1e-6,
     )
+
+
+def test_indices_are_spyndex_formulas() -> None:
+    rng = np.random.default_rng(2)
+    bands = rng.uniform(0.01, 0.6, size=(200, 6))
+    f = feature_stack(bands)
+    params = {sym: bands[:, BANDS.index(b)] for sym, b in SPYNDEX_BANDS.items()}
+    expected = spyndex.computeIndex(list(INDICES), params=params)
+    np.testing.assert_allclose(f[:, len(BANDS) :].T, expected, rtol=2e-5, atol=1e-6)
+    # the reduced set needs no SWIR; a thermal index cannot be made from Sentinel-2
+    assert required_bands(RGBN_FEATURE_NAMES) == ("blue", "green", "red", "nir")
+    with pytest.raises(ModelError, match="EBBI"):
+        required_bands(("EBBI",))
+    rgbn = feature_stack(bands[:, :4], band_names=BANDS[:4], feature_names=RGBN_FEATURE_NAMES)
+    assert rgbn.shape == (200, len(RGBN_FEATURE_NAMES))
+
+
+def test_rgbn_model_predicts_without_swir() -> None:
+    rng = np.random.default_rng(3)
+    kind = rng.integers(0, 3, 3000)
+    base = np.stack([ROOF, VEG, SOIL])[kind][:, :4]
+    bands = np.clip(base + rng.normal(0, 0.015, size=base.shape), 0.001, 1)
+    x = feature_stack(bands, band_names=BANDS[:4], feature_names=RGBN_FEATURE_NAMES)
+    m = train_builtup(x, (kind == 0).astype(int), feature_names=RGBN_FEATURE_NAMES)
+    comp = _composite().drop_vars(["swir16", "swir22"])
+    prob = builtup_probability(comp, m)
+    kinds = _composite().attrs["kind"]
+    assert float(np.nanmean(prob[0].values[kinds == 0])) > 0.5
 
 
 def test_train_reports_held_out_metrics(model: BuiltupModel) -> None:

@@ -19,6 +19,7 @@ from payesh.indicators.construction import (
     match_permits,
     persistent_builtup,
 )
+from payesh.records import NoPermitsWarning
 
 
 def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
@@ -118,7 +119,8 @@ def test_sites_and_permits() -> None:
     m_small = matched.loc[small.name]
     assert m_big["status"] == "permitted" and m_big["permit_id"] == "P-1"
     assert m_small["status"] == "unauthorized" and m_small["permit_id"] is None
-    none = match_permits(sites, None)
+    with pytest.warns(NoPermitsWarning, match="all 2 construction site"):
+        none = match_permits(sites, None)
     assert (none["status"] == "unauthorized").all()
 
     ds = construction_tile_indicators(prob, fs, matched, tg)
@@ -155,7 +157,8 @@ def test_dask_matches_numpy_and_is_lazy() -> None:
     tg = _tg()
     prob = _prob_cube(tg)
     fs = persistent_builtup(prob)
-    sites = match_permits(extract_sites(fs, tg), None)
+    with pytest.warns(NoPermitsWarning):
+        sites = match_permits(extract_sites(fs, tg), None)
     eager = construction_tile_indicators(prob, fs, sites, tg)
     chunked = prob.chunk({"time": 2, "y": 50, "x": 100})
     with dask.config.set(scheduler=_raise_if_computes):

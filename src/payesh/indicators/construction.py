@@ -23,6 +23,7 @@ from scipy import ndimage
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+from payesh.records import NoPermitsWarning
 
 __all__ = [
     "BUILTUP_THRESHOLD",
@@ -296,7 +297,9 @@ def match_permits(sites: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None) -> 
         From :func:`extract_sites`.
     permits
         Polygons with ``permit_id`` and ``issued`` (datetime), any CRS; invalid
-        geometries are repaired with ``shapely.make_valid``. None → all unauthorized.
+        geometries are repaired with ``shapely.make_valid``. None (the city has no
+        permits file) → all unauthorized, with a
+        :class:`~payesh.records.NoPermitsWarning` when there are sites.
 
     Returns
     -------
@@ -307,6 +310,13 @@ def match_permits(sites: gpd.GeoDataFrame, permits: gpd.GeoDataFrame | None) -> 
     out = sites.copy()
     out["status"] = "unauthorized"
     out["permit_id"] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    if permits is None and len(out):
+        warnings.warn(
+            f"no permits file for this city: all {len(out)} construction site(s) are reported "
+            "unauthorized; add `permits:` to the city manifest",
+            NoPermitsWarning,
+            stacklevel=2,
+        )
     if permits is None or len(permits) == 0 or len(out) == 0:
         return out
     for col in ("permit_id", "issued"):
