@@ -20,15 +20,19 @@ import xarray as xr
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from payesh import pipeline
+from payesh import pipeline, runkeys
 from payesh.city import City, load_city
 from payesh.grid import aligned_geobox, city_geobox
 from payesh.monthly import landsat_month, s2_month, viirs_month
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.progress import report
+from payesh.store import history
 
 LANDSAT_RESOLUTION_M = 30.0
+#: Waits (s) before the retries of a task that reads over the network: backoff, with jitter.
+LOAD_RETRY_DELAYS_S: list[float] = [5.0, 30.0]
+NOTHING_NEW = "nothing new"
 
 
 @contextmanager
@@ -48,6 +52,9 @@ def dask_client(address: str | None) -> Iterator[Any]:
             threads_per_worker=workers,
             processes=False,
             dashboard_address=None,
+            # no dashboard, but the scheduler's HTTP server (health, metrics) still
+            # starts: on a free port, not on 8787, which another cluster may hold
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster) as client,
@@ -58,24 +65,55 @@ def dask_client(address: str | None) -> Iterator[Any]:
 # --- tasks: one library call each ---------------------------------------------------------
 
 
-@task(name="plan", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
+@task(
+    name="plan",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_jitter_factor=0.5,
+)
 def plan_task(city: City, catalog: str, period: Period, collections: list[str] | None) -> RunPlan:
     return plan_run(city, catalog, period, collections=collections)
 
 
-@task(name="s2-month", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="changed-months", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5.0, 30.0])
+def changed_months_task(plan: RunPlan, store: str) -> dict[str, list[str]]:
+    committed = runkeys.committed_keys(plan.city.name, store)
+    return runkeys.changed_months(runkeys.plan_keys(plan), committed)
+
+
+@task(
+    name="s2-month",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=LOAD_RETRY_DELAYS_S,
+    retry_jitter_factor=0.5,
+)
 def s2_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     gbox = city_geobox(plan.city)
-    return s2_month(plan.month_items("s2", month), gbox, month).compute()
+    composite = s2_month(plan.month_items("s2", month), gbox, month).compute()
+    return pipeline.s2_month_layers(composite)  # classified now: the bands are not kept
 
 
-@task(name="landsat-month", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(
+    name="landsat-month",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=LOAD_RETRY_DELAYS_S,
+    retry_jitter_factor=0.5,
+)
 def landsat_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     gbox = aligned_geobox(plan.city, LANDSAT_RESOLUTION_M)
     return landsat_month(plan.month_items("landsat", month), gbox, month).compute()
 
 
-@task(name="viirs-month", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(
+    name="viirs-month",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=LOAD_RETRY_DELAYS_S,
+    retry_jitter_factor=0.5,
+)
 def viirs_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     return viirs_month(plan.month_items("viirs", month), plan.ntl_grid(), month).compute()
 
@@ -101,20 +139,43 @@ def export_task(plan: RunPlan, result: pipeline.Indicators, out_dir: str) -> dic
 @flow(name="monitor-city", log_prints=True)
 def monitor_city(
     city: str,
-    start: str,
-    end: str,
     catalog: str,
+    start: str | None = None,
+    end: str | None = None,
     store: str = "data/store",
     dask_address: str | None = None,
     collections: list[str] | None = None,
     export_dir: str | None = None,
+    months_back: int | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Monitor ``city`` over months ``start``…``end`` (``YYYY-MM``) and commit its store."""
+    """Monitor ``city`` over months ``start``…``end`` (``YYYY-MM``) and commit its store.
+
+    Without ``start``/``end``, the period is the last ``months_back`` months ending with
+    the current one (what scheduled runs use). Unless ``force``, a run whose every
+    product-month was already committed from the same inputs (same run keys, see
+    :mod:`payesh.runkeys`) loads nothing, commits nothing and returns
+    ``status="nothing new"``.
+    """
     logger = get_run_logger()
     the_city = load_city(city)
-    period = Period.parse(start, end)
+    period = runkeys.run_period(start, end, months_back)
     plan = plan_task(the_city, catalog, period, collections)
     logger.info(plan.summary())
+    store_loc = pipeline.store_location(plan.city, store)
+    if not force:
+        changed = changed_months_task(plan, store)
+        if not changed:
+            head = history(plan.city.name, store=store)[0]["snapshot_id"]
+            logger.info(
+                "%s: every product-month of %s is committed from the same inputs (snapshot "
+                "%s); nothing loaded, nothing committed",
+                NOTHING_NEW,
+                period,
+                head,
+            )
+            return {"status": NOTHING_NEW, "snapshot": head, "store": store_loc, "exports": {}}
+        logger.info("to compute: %s", "; ".join(f"{k} {', '.join(v)}" for k, v in changed.items()))
     products = {"s2": s2_month_task, "landsat": landsat_month_task, "viirs": viirs_month_task}
     monthly: dict[str, list[xr.Dataset]] = {}
     months = list(plan.months)
@@ -132,8 +193,49 @@ def monitor_city(
     logger.info("committed snapshot %s", snapshot)
     exports = export_task(plan, result, export_dir) if export_dir else {}
     return {
+        "status": "committed",
         "snapshot": snapshot,
-        "store": pipeline.store_location(plan.city, store),
+        "store": store_loc,
         "exports": exports,
         "summary": result.summary(),
     }
+
+
+@flow(name="backfill-city", log_prints=True)
+def backfill_city(
+    city: str,
+    catalog: str,
+    start: str,
+    end: str,
+    store: str = "data/store",
+    step: str = "year",
+    dask_address: str | None = None,
+    collections: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Fill ``city``'s store for ``start``…``end``, one committed run per ``step``.
+
+    ``step`` is ``year`` (calendar years; the default: a year of months gives the
+    night-light baseline and the first-seen dates their meaning) or ``month``. Each
+    piece is a ``monitor-city`` subflow run: a piece already committed from the same
+    inputs is skipped, so a backfill that stopped half-way is resumed by running it
+    again.
+    """
+    logger = get_run_logger()
+    pieces = runkeys.backfill_periods(Period.parse(start, end), step)
+    logger.info("backfill %s %s..%s: %d runs of one %s", city, start, end, len(pieces), step)
+    results = []
+    for piece in pieces:
+        first, last = f"{piece.start:%Y-%m}", f"{piece.end:%Y-%m}"
+        run = monitor_city.with_options(flow_run_name=f"backfill-{first}..{last}")
+        results.append(
+            run(
+                city=city,
+                catalog=catalog,
+                start=first,
+                end=last,
+                store=store,
+                dask_address=dask_address,
+                collections=collections,
+            )
+        )
+    return results

@@ -29,7 +29,12 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]-*.ipynb"))
-EXPECTED = {"01-quickstart.ipynb", "02-energy.ipynb", "03-construction.ipynb"}
+EXPECTED = {
+    "01-quickstart.ipynb",
+    "02-energy.ipynb",
+    "03-construction.ipynb",
+    "04-scale.ipynb",
+}
 KERNEL_NAME = "payesh-test-venv"
 CELL_TIMEOUT_S = 180
 STARTUP_TIMEOUT_S = 120

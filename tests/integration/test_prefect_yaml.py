@@ -7,8 +7,10 @@ flow's signature and validated by the flow itself.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 SEED_CITIES = {"khorramabad", "khoy", "urmia", "maku"}
 WORK_POOL = "payesh-process"
+ENTRYPOINTS = {
+    "monitor": "flows/monitor.py:monitor_city",
+    "backfill": "flows/monitor.py:backfill_city",
+}
+#: cron schedules: slug → (day-of-month, day-of-week), the sensor's cadence
+SENSOR_CRON = {"landsat": ("*", "3"), "viirs": ("10", "*")}
+#: interval schedules: slug → seconds
+SENSOR_INTERVAL_S = {"sentinel-2": 5 * 86400}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +82,16 @@ def test_prefect_reads_it(config: dict[str, Any]) -> None:
         assert set(dep) <= known, f"{dep['name']}: keys Prefect ignores: {set(dep) - known}"
 
 
-def test_every_seed_city_is_monitored(deployments: list[dict[str, Any]]) -> None:
+def test_every_seed_city_is_monitored_and_can_be_backfilled(
+    deployments: list[dict[str, Any]],
+) -> None:
     names = [d["name"] for d in deployments]
     assert len(names) == len(set(names)), f"duplicate deployment names: {names}"
     assert {f"monitor-{c}" for c in SEED_CITIES} <= set(names)
+    assert {f"backfill-{c}" for c in SEED_CITIES} <= set(names)
+    for dep in deployments:
+        kind = dep["name"].split("-")[0]
+        assert dep["entrypoint"] == ENTRYPOINTS[kind], dep["name"]
 
 
 def test_entrypoints_are_flows_and_accept_the_parameters(
@@ -101,9 +117,26 @@ def test_monitor_deployments_target_real_cities(deployments: list[dict[str, Any]
         city = params["city"]
         assert (cities_dir() / f"{city}.yaml").is_file(), f"{dep['name']}: no manifest {city}"
         assert load_city(city).name == city
-        assert dep["name"] == f"monitor-{city}"
+        assert dep["name"].endswith(f"-{city}")
         assert params["catalog"] == EARTH_SEARCH
         assert params["store"]
+
+
+def test_monitor_runs_a_rolling_window_and_backfill_a_fixed_period(
+    deployments: list[dict[str, Any]],
+) -> None:
+    from payesh.period import Period
+    from payesh.runkeys import backfill_periods, run_period
+
+    for dep in deployments:
+        params = dep["parameters"]
+        if dep["name"].startswith("monitor-"):
+            assert "start" not in params and "end" not in params, dep["name"]
+            period = run_period(None, None, params["months_back"])
+            assert len(period.months) == params["months_back"] == 12
+        else:
+            pieces = backfill_periods(Period.parse(params["start"], params["end"]), params["step"])
+            assert len(pieces) == 5, dep["name"]  # 2021..2025, one run per year
 
 
 def test_work_pool(deployments: list[dict[str, Any]]) -> None:
@@ -111,15 +144,58 @@ def test_work_pool(deployments: list[dict[str, Any]]) -> None:
         assert dep["work_pool"]["name"] == WORK_POOL, dep["name"]
 
 
-def test_schedules_are_valid_weekly_crons(deployments: list[dict[str, Any]]) -> None:
+def test_schedules_follow_the_sensors(deployments: list[dict[str, Any]]) -> None:
+    """Monitors: one valid cron per sensor at its cadence; backfills: started by hand."""
+    hours: list[str] = []
     for dep in deployments:
-        schedules = dep.get("schedules")
-        assert schedules, f"{dep['name']} has no schedule"
+        schedules = dep.get("schedules") or []
+        if dep["name"].startswith("backfill-"):
+            assert not schedules, f"{dep['name']} is started by hand, not scheduled"
+            continue
+        assert {s.get("slug") for s in schedules} == set(SENSOR_CRON) | set(SENSOR_INTERVAL_S)
         for item in schedules:
+            assert item["active"] is True
+            if item["slug"] in SENSOR_INTERVAL_S:
+                assert item["interval"] == SENSOR_INTERVAL_S[item["slug"]], dep["name"]
+                assert item["anchor_date"], dep["name"]
+                continue
             cron = item["cron"]
             # Prefect's own validation: the cron string and the time zone
             CronSchedule(cron=cron, timezone=item.get("timezone"))
             minute, hour, dom, month, dow = cron.split()
-            assert (dom, month) == ("*", "*"), f"{dep['name']}: {cron!r} is not weekly"
-            assert dow.isdigit() and 0 <= int(dow) <= 6, f"{dep['name']}: {cron!r} not weekly"
-            assert minute.isdigit() and hour.isdigit(), f"{dep['name']}: {cron!r} not weekly"
+            assert (dom, dow) == SENSOR_CRON[item["slug"]], f"{dep['name']}: {cron!r}"
+            assert month == "*" and minute.isdigit() and hour.isdigit(), f"{dep['name']}: {cron!r}"
+            hours.append(hour)
+    assert len(hours) == len(set(hours)) * 2, f"cities are not staggered: hours {hours}"
+
+
+#: schedule slug → (shortest, longest) gap between runs over a year, days
+SENSOR_GAPS_DAYS = {"sentinel-2": (5, 5), "landsat": (7, 7), "viirs": (28, 31)}
+
+
+def test_schedules_fire_at_the_sensors_pace(deployments: list[dict[str, Any]]) -> None:
+    """The server's own schedule arithmetic: gaps between a year of scheduled runs."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.server.schemas.schedules import CronSchedule as ServerCron
+    from prefect.server.schemas.schedules import IntervalSchedule as ServerInterval
+
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for dep in deployments:
+        for item in dep.get("schedules") or []:
+            if "interval" in item:
+                sched: Any = ServerInterval(
+                    interval=timedelta(seconds=item["interval"]),
+                    anchor_date=datetime.fromisoformat(item["anchor_date"]),
+                    timezone=item["timezone"],
+                )
+            else:
+                sched = ServerCron(cron=item["cron"], timezone=item["timezone"])
+            fires = sched.get_dates(n=400, start=start, end=datetime(2026, 1, 1, tzinfo=UTC))
+            if inspect.iscoroutine(fires):  # sync-compatible: a coroutine when a loop runs
+                fires = asyncio.run(fires)
+            gaps = [(b - a).total_seconds() / 86400 for a, b in itertools.pairwise(fires)]
+            lo, hi = SENSOR_GAPS_DAYS[item["slug"]]
+            assert lo <= min(gaps) and max(gaps) <= hi, (dep["name"], item["slug"], gaps)
+            if item["slug"] == "sentinel-2":
+                assert len(fires) == 73, len(fires)  # 365 / 5

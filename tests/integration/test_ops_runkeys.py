@@ -1,0 +1,138 @@
+"""Idempotent re-runs: run keys, and a second run of the same inputs that does nothing.
+
+The pure parts (:mod:`payesh.runkeys`) are checked on a plan of the tiny city; the flow is
+run twice on one store (the second time through the Prefect API of ``prefect_harness``)
+and the second run must load nothing, commit nothing, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from payesh import runkeys
+from payesh.city import load_city
+from payesh.errors import PayeshError
+from payesh.period import Period
+from payesh.plan import RunPlan, plan_run
+from payesh.store import history, open_indicators
+
+pytestmark = pytest.mark.integration
+
+TINY_START, TINY_END = "2025-01", "2025-08"  # the tiny_city fixture's months
+
+
+@pytest.fixture(scope="module")
+def plan(tiny_city: Any) -> RunPlan:
+    return plan_run(
+        load_city(tiny_city.manifest), str(tiny_city.catalog), Period.parse(TINY_START, TINY_END)
+    )
+
+
+def test_keys_name_every_product_month_and_change_with_each_input(plan: RunPlan) -> None:
+    keys = runkeys.plan_keys(plan, model_version="m1")
+    assert set(keys) == set(plan.items) == {"s2", "landsat", "viirs"}
+    for months in keys.values():
+        assert list(months) == [f"2025-{m:02d}" for m in range(1, 9)]
+    assert runkeys.plan_keys(plan, model_version="m1") == keys  # deterministic
+    assert runkeys.changed_months(keys, keys) == {}
+    # another model: every month changes; no stored keys: every month is to compute
+    other = runkeys.plan_keys(plan, model_version="m2")
+    assert runkeys.changed_months(other, keys) == {p: list(m) for p, m in keys.items()}
+    assert runkeys.changed_months(keys, {}) == {p: list(m) for p, m in keys.items()}
+    # one item less in one month: only that product-month changes
+    dropped = plan.items["s2"][0]
+    fewer = RunPlan(
+        city=plan.city,
+        period=plan.period,
+        catalog=plan.catalog,
+        items={**plan.items, "s2": plan.items["s2"][1:]},
+    )
+    month = f"{pd.Timestamp(dropped.datetime.replace(tzinfo=None)):%Y-%m}"  # type: ignore[union-attr]
+    assert runkeys.changed_months(runkeys.plan_keys(fewer, model_version="m1"), keys) == {
+        "s2": [month]
+    }
+    # the same months in a run of another period are other data (baselines, first seen)
+    shorter = RunPlan(
+        city=plan.city,
+        period=Period.parse("2025-02", TINY_END),
+        catalog=plan.catalog,
+        items=plan.items,
+    )
+    assert (
+        runkeys.plan_keys(shorter, model_version="m1")["viirs"]["2025-05"]
+        != keys["viirs"]["2025-05"]
+    )
+
+
+def test_default_model_version_is_the_model_file_hash() -> None:
+    version = runkeys.model_fingerprint()
+    name, _, digest = version.partition(":")
+    assert name and len(digest) == 12
+
+
+def test_rolling_and_backfill_periods() -> None:
+    assert str(runkeys.rolling_period(12, date(2026, 3, 15))) == "2025-04..2026-03"
+    assert str(runkeys.rolling_period(1, date(2026, 1, 31))) == "2026-01..2026-01"
+    assert str(runkeys.run_period("2025-01", "2025-03", 12)) == "2025-01..2025-03"
+    for bad in (0, -1, True):
+        with pytest.raises(PayeshError, match="months_back"):
+            runkeys.rolling_period(bad)
+    with pytest.raises(PayeshError, match="start and end"):
+        runkeys.run_period("2025-01", None, None)
+    with pytest.raises(PayeshError, match="months_back"):
+        runkeys.run_period(None, None, None)
+    period = Period.parse("2023-11", "2025-02")
+    years = runkeys.backfill_periods(period, "year")
+    assert [str(p) for p in years] == ["2023-11..2023-12", "2024-01..2024-12", "2025-01..2025-02"]
+    months = runkeys.backfill_periods(period, "month")
+    assert len(months) == 16 and all(p.start == p.end for p in months)
+    with pytest.raises(PayeshError, match="'week'"):
+        runkeys.backfill_periods(period, "week")
+
+
+def test_second_run_of_the_same_inputs_loads_and_commits_nothing(
+    monitored_tiny_city: tuple[Any, Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from flows.monitor import NOTHING_NEW, monitor_city
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    gen, ref_store, _ = monitored_tiny_city
+    city = load_city(gen.manifest).name
+    store = tmp_path / "store"
+    shutil.copytree(ref_store, store)
+    # the first run recorded its keys: in the commit's provenance and the store's attrs
+    before = history(city, store=str(store))
+    recorded = runkeys.keys_of(before[0]["metadata"]["provenance"])
+    assert set(recorded) == {"s2", "landsat", "viirs"}
+    assert json.loads(open_indicators(city, store=str(store)).attrs[runkeys.KEYS_ATTR]) == recorded
+
+    state = monitor_city(
+        city=str(gen.manifest),
+        start=TINY_START,
+        end=TINY_END,
+        catalog=str(gen.catalog),
+        store=str(store),
+        return_state=True,
+    )
+    result = state.result()
+    assert result["status"] == NOTHING_NEW
+    assert result["snapshot"] == before[0]["snapshot_id"]
+    assert history(city, store=str(store)) == before  # no commit
+    with get_client(sync_client=True) as client:
+        run_id = state.state_details.flow_run_id
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+            limit=50,
+        )
+    names = sorted(t.name for t in tasks)  # task run names: "<task>-<n>"
+    assert [n.rsplit("-", 1)[0] for n in names] == ["changed-months", "plan"], names
