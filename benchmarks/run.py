@@ -1,16 +1,25 @@
-"""First benchmark: decode floor vs. the end-to-end monitor flow on a generated city.
+"""payesh benchmark: decode floor, payesh flow and the notebook peer on 6, 12 and 24 km cities.
 
-One command, one run, same machine and thread count:
+One command, one run, same machine and thread count (``make bench``)::
 
-    .venv/bin/python benchmarks/run.py [--size-km 4] [--months 12]
+    .venv/bin/python benchmarks/run.py                        # --sizes 6 12 24
+    .venv/bin/python benchmarks/run.py --sizes 2 4 --threads 2  # smoke
+    .venv/bin/python benchmarks/run.py --sizes 12 --scaling 1 2 4 8 16
 
-1. **decode floor** — read every pixel of every asset the run needs (Sentinel-2 bands
-   and SCL, Landsat ST_B10 and QA_PIXEL, VIIRS radiance and cf_cvg) with rasterio and
-   nothing else, on as many threads as the flow's Dask cluster uses;
-2. **payesh** — the full monitor flow (Prefect + Dask) to a committed store.
+For each size (km squares, one year, Sentinel-2 every 5 days, Landsat every 16 days,
+VIIRS monthly, DEFLATE COGs) it runs, each in its own process pinned to ``--threads``
+cores:
 
-Each runs in its own process so that peak memory (max RSS) is its own. Results are
-printed and appended to ``benchmarks/results/<date>-spine.json``.
+1. **decode floor** — every block of every asset the run needs, read with rasterio on
+   N threads (``children.py floor``);
+2. **payesh** — the full monitor flow to a committed store (``children.py flow``), with
+   the share of thread time per stage sampled from the stacks (``sampler.py``);
+3. **notebook peer** — ``peers/notebook_peer.py``: odc-stac + xarray + Dask, N threads;
+
+and records wall time and peak memory of each. It prints a table and the ratios, and
+appends everything, with the machine it ran on, to
+``benchmarks/results/<date>-<host>-<n>cores.json``. ``--scaling`` runs the floor and
+the flow at one size for each thread count instead, and reports the speed-up.
 """
 
 from __future__ import annotations
@@ -18,156 +27,364 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import platform
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-NEEDED = {
-    "sentinel-2-l2a": ("blue", "green", "red", "nir", "swir16", "swir22", "scl"),
-    "landsat-c2-l2": ("lwir11", "qa_pixel"),
-    "viirs-ntl-monthly": ("radiance", "cf_cvg"),
-}
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from cities import bench_city  # noqa: E402
+
+RESULTS = HERE / "results"
+WORK = ROOT / "data" / "bench" / "runs"
 
 
-def decode_floor(catalog: str, threads: int) -> dict[str, float]:
-    """Read every needed asset's pixels with rasterio; returns seconds, pixels and bytes."""
-    import pystac
+# ------------------------------------------------------------------ machine and children
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory, load: what a figure needs next to it."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     import rasterio
 
-    hrefs = []
-    for item in pystac.Catalog.from_file(catalog).get_items(recursive=True):
-        for key in NEEDED.get(item.collection_id or "", ()):
-            hrefs.append(item.assets[key].get_absolute_href())
-
-    def read(href: str) -> tuple[int, int]:
-        with rasterio.open(href) as src:
-            a = src.read(1)
-        return a.size, a.nbytes
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(read, hrefs))
-    elapsed = time.perf_counter() - t0
     return {
-        "seconds": elapsed,
-        "assets": len(hrefs),
-        "pixels": float(sum(r[0] for r in results)),
-        "bytes": float(sum(r[1] for r in results)),
+        "host": platform.node(),
+        "cpu_model": model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "gdal": rasterio.__gdal_version__,
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def _child(args: argparse.Namespace) -> None:
-    if args.child == "floor":
-        out = decode_floor(args.catalog, args.threads)
-    else:
-        from flows.monitor import monitor_city
+def _cpus(threads: int) -> set[int]:
+    allowed = sorted(os.sched_getaffinity(0))
+    return set(allowed[: max(1, min(threads, len(allowed)))])
 
-        t0 = time.perf_counter()
-        monitor_city(
-            city=args.manifest,
-            start=args.start,
-            end=args.end,
-            catalog=args.catalog,
-            store=args.store,
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def spawn(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str, Any]:
+    """Run ``argv`` pinned to ``threads`` cores; its RESULT, wall time and peak memory.
+
+    ``max_rss_mb``: the process's own peak resident memory (``wait4``'s rusage), the
+    figure compared. ``tree_peak_mb``: largest sampled sum over it and its children
+    (e.g. Prefect's temporary API server), every 0.2 s.
+    """
+    env = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        **os.environ,
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "GDAL_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    cpus = _cpus(threads)
+    out_path, err_path = log_dir / f"{label}.out", log_dir / f"{label}.err"
+    t0 = time.perf_counter()
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, *argv],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
-        out = {"seconds": time.perf_counter() - t0}
-    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(out))
+        peak = [0]
+        done = threading.Event()
 
+        def sample() -> None:
+            ps = psutil.Process(proc.pid)
+            while not done.wait(0.2):
+                try:
+                    peak[0] = max(peak[0], _tree_rss(ps))
+                except psutil.NoSuchProcess:
+                    return
 
-def _spawn(kind: str, extra: list[str]) -> dict[str, float]:
-    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", kind, *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    for line in proc.stdout.splitlines():
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        done.set()
+        sampler.join()
+    wall = time.perf_counter() - t0
+    text = out_path.read_text()
+    for line in text.splitlines():
         if line.startswith("RESULT "):
-            return dict(json.loads(line[7:]))
-    raise SystemExit(f"{kind} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            res: dict[str, Any] = json.loads(line[7:])
+            res.update(
+                process_seconds=round(wall, 2),
+                max_rss_mb=round(usage.ru_maxrss / 1024, 1),
+                tree_peak_mb=round(peak[0] / 2**20, 1),
+                cpu_seconds=round(usage.ru_utime + usage.ru_stime, 2),
+                cores=len(cpus),
+            )
+            return res
+    raise SystemExit(
+        f"{label} failed (exit {proc.returncode}); see {out_path} and {err_path}:\n"
+        f"{text[-2000:]}\n{err_path.read_text()[-3000:]}"
+    )
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size-km", type=float, default=4.0)
+# ------------------------------------------------------------------ one size
+def city_for(size: float, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    from payesh.synthetic import DemoSpec
+
+    spec = DemoSpec(
+        size_km=size, start=args.start, end=args.end, seed=args.seed, blocksize=args.blocksize
+    )
+    t0 = time.perf_counter()
+    gen, info = bench_city(spec, workers=args.gen_workers)
+    print(
+        f"city {size:g} km: {'cached' if info['cached'] else 'generated'} in "
+        f"{time.perf_counter() - t0:.1f} s ({gen.root.relative_to(ROOT)}; generation took "
+        f"{info['generate_seconds']} s on {info['workers']} workers)",
+        flush=True,
+    )
+    return gen, info
+
+
+def run_size(size: float, args: argparse.Namespace, threads: int, peer: bool) -> dict[str, Any]:
+    """Floor, flow and (optionally) peer on the city of ``size`` km at ``threads`` threads."""
+    gen, info = city_for(size, args)
+    work = WORK / f"{size:g}km-{threads}t"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    common = ["--catalog", str(gen.catalog), "--manifest", str(gen.manifest)]
+    common += ["--start", args.start, "--end", args.end, "--threads", str(threads)]
+    children = str(HERE / "children.py")
+    floor = spawn("floor", [children, "floor", *common], threads, work)
+    print(f"  decode floor  {floor['seconds']:8.2f} s", flush=True)
+    flow = spawn("flow", [children, "flow", *common, "--store", str(work / "store")], threads, work)
+    print(f"  payesh flow   {flow['seconds']:8.2f} s", flush=True)
+    row: dict[str, Any] = {
+        "size_km": size,
+        "threads": threads,
+        "city": {
+            "pixels_10m": _city_pixels(gen.manifest),
+            "months": _months(args.start, args.end),
+            **{k: info[k] for k in ("generate_seconds", "workers")},
+        },
+        "decode_floor": floor,
+        "payesh": flow,
+    }
+    if peer:
+        peer_py = str(HERE / "peers" / "notebook_peer.py")
+        res = spawn("peer", [peer_py, *common, "--out", str(work / "peer")], threads, work)
+        print(f"  notebook peer {res['seconds']:8.2f} s", flush=True)
+        row["peer"] = res
+    if not args.keep:
+        shutil.rmtree(work / "store", ignore_errors=True)
+        shutil.rmtree(work / "peer", ignore_errors=True)
+    return row
+
+
+def _city_pixels(manifest: Path) -> int:
+    from payesh.city import load_city
+    from payesh.grid import city_geobox
+
+    h, w = city_geobox(load_city(manifest)).shape
+    return int(h * w)
+
+
+def _months(start: str, end: str) -> int:
+    y0, m0 = map(int, start.split("-"))
+    y1, m1 = map(int, end.split("-"))
+    return (y1 - y0) * 12 + (m1 - m0) + 1
+
+
+# ------------------------------------------------------------------ report
+def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ratios issue #10 asks for, from the rows of one run."""
+    out: dict[str, Any] = {"by_size": {}}
+    for r in rows:
+        mpx_month = r["city"]["pixels_10m"] / 1e6 * r["city"]["months"]
+        entry = {
+            "payesh_over_floor": round(r["payesh"]["seconds"] / r["decode_floor"]["seconds"], 2),
+            "payesh_s_per_mpx_month": round(r["payesh"]["seconds"] / mpx_month, 3),
+            "floor_s_per_mpx_month": round(r["decode_floor"]["seconds"] / mpx_month, 4),
+        }
+        if "peer" in r:
+            entry["peer_over_payesh"] = round(r["peer"]["seconds"] / r["payesh"]["seconds"], 2)
+            entry["payesh_rss_over_peer"] = round(
+                r["payesh"]["max_rss_mb"] / r["peer"]["max_rss_mb"], 2
+            )
+        share = r["payesh"].get("stages", {}).get("share", {})
+        entry["classify_share"] = share.get("classify")
+        out["by_size"][f"{r['size_km']:g}"] = entry
+    if len(rows) > 1:
+        small, big = rows[0], rows[-1]
+        out["memory_largest_over_smallest"] = round(
+            big["payesh"]["max_rss_mb"] / small["payesh"]["max_rss_mb"], 2
+        )
+        out["memory_sizes"] = [small["size_km"], big["size_km"]]
+    return out
+
+
+def print_table(rows: list[dict[str, Any]], rat: dict[str, Any]) -> None:
+    print()
+    print(
+        f"{'size':>6} {'Mpx·mo':>8} {'floor s':>8} {'payesh s':>9} {'peer s':>8} "
+        f"{'pay/floor':>9} {'peer/pay':>8} {'RSS floor':>9} {'RSS payesh':>10} "
+        f"{'RSS peer':>9} {'payesh s/Mpx·mo':>15}"
+    )
+    for r in rows:
+        e = rat["by_size"][f"{r['size_km']:g}"]
+        mpxm = r["city"]["pixels_10m"] / 1e6 * r["city"]["months"]
+        peer = r.get("peer")
+        print(
+            f"{r['size_km']:>4g}km {mpxm:8.1f} {r['decode_floor']['seconds']:8.2f} "
+            f"{r['payesh']['seconds']:9.2f} {peer['seconds'] if peer else float('nan'):8.2f} "
+            f"{e['payesh_over_floor']:8.1f}x {e.get('peer_over_payesh', float('nan')):7.2f}x "
+            f"{r['decode_floor']['max_rss_mb']:7.0f}MB {r['payesh']['max_rss_mb']:8.0f}MB "
+            f"{peer['max_rss_mb'] if peer else float('nan'):7.0f}MB "
+            f"{e['payesh_s_per_mpx_month']:15.3f}"
+        )
+    for r in rows:  # CPU time is what a busy (shared) machine distorts least
+        cpu = [r[k]["cpu_seconds"] for k in ("decode_floor", "payesh", "peer") if k in r]
+        print(
+            f"{r['size_km']:g} km CPU seconds, floor / payesh / peer: " + " / ".join(map(str, cpu))
+        )
+    if "memory_largest_over_smallest" in rat:
+        a, b = rat["memory_sizes"]
+        print(f"payesh peak memory {b:g} km / {a:g} km: {rat['memory_largest_over_smallest']:.2f}x")
+    for r in rows:
+        st = r["payesh"].get("stages", {}).get("share", {})
+        line = ", ".join(f"{k} {v:.0%}" for k, v in sorted(st.items(), key=lambda kv: -kv[1]))
+        print(f"payesh {r['size_km']:g} km, share of CPU time: {line}")
+        if "peer" in r:
+            ps = r["peer"]["task_seconds_by_stage"]
+            tot = sum(ps.values()) or 1.0
+            line = ", ".join(
+                f"{k} {v / tot:.0%}" for k, v in sorted(ps.items(), key=lambda kv: -kv[1])
+            )
+            print(f"peer   {r['size_km']:g} km, share of Dask task time: {line}")
+
+
+def record(entry: dict[str, Any], mach: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in mach["host"]) or "host"
+    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{host}-{mach['cpu_count']}cores.json"
+    history = json.loads(path.read_text()) if path.exists() else []
+    history.append(entry)
+    tmp = Path(tempfile.mkstemp(dir=RESULTS, suffix=".tmp")[1])
+    tmp.write_text(json.dumps(history, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--sizes", type=float, nargs="+", default=[6.0, 12.0, 24.0], help="km")
+    default_threads = max(1, min(4, os.cpu_count() or 1))  # as flows/monitor.py sizes Dask
+    p.add_argument("--threads", type=int, default=default_threads)
+    p.add_argument("--scaling", type=int, nargs="+", help="thread counts; first size only")
     p.add_argument("--start", default="2025-01")
     p.add_argument("--end", default="2025-12")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "data" / "bench"))
-    p.add_argument("--child", choices=["floor", "flow"], help=argparse.SUPPRESS)
-    p.add_argument("--catalog", help=argparse.SUPPRESS)
-    p.add_argument("--manifest", help=argparse.SUPPRESS)
-    p.add_argument("--store", help=argparse.SUPPRESS)
-    p.add_argument(
-        "--threads", type=int, default=min(4, os.cpu_count() or 1), help=argparse.SUPPRESS
-    )
-    args = p.parse_args()
-    if args.child:
-        _child(args)
-        return
+    p.add_argument("--blocksize", type=int, default=512, help="COG block size, px")
+    p.add_argument("--gen-workers", type=int, default=None, help="default: all cores")
+    p.add_argument("--no-peer", action="store_true", help="skip the notebook peer")
+    p.add_argument("--keep", action="store_true", help="keep the stores written")
+    p.add_argument("--note", default="", help="free text stored with the results")
+    args = p.parse_args(argv)
 
-    from payesh.synthetic import DemoSpec, generate_city
-
-    out = Path(args.out) / f"{args.size_km:g}km"
-    spec = DemoSpec(size_km=args.size_km, start=args.start, end=args.end, seed=args.seed)
-    t0 = time.perf_counter()
-    gen = generate_city(out, spec)
-    gen_s = time.perf_counter() - t0
-    store = out / "store"
-    if store.exists():
-        import shutil
-
-        shutil.rmtree(store)
-    common = ["--catalog", str(gen.catalog), "--threads", str(args.threads)]
-    floor = _spawn("floor", common)
-    flow = _spawn(
-        "flow",
-        [
-            *common,
-            "--manifest",
-            str(gen.manifest),
-            "--store",
-            str(store),
-            "--start",
-            args.start,
-            "--end",
-            args.end,
-        ],
-    )
-    ratio = flow["seconds"] / floor["seconds"]
-    result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "size_km": args.size_km,
-        "period": f"{args.start}..{args.end}",
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "generate_seconds": round(gen_s, 2),
-        "decode_floor": floor,
-        "payesh_flow": flow,
-        "ratio_flow_to_floor": round(ratio, 2),
-    }
-    print(f"city {args.size_km:g} km, {args.start}..{args.end}, {args.threads} threads")
+    mach = machine()
     print(
-        f"  decode floor : {floor['seconds']:7.2f} s  ({floor['assets']:.0f} assets, "
-        f"{floor['pixels'] / 1e6:.0f} Mpx)  peak RSS {floor['max_rss_mb']:.0f} MB"
+        f"{mach['cpu_model']}, {mach['cpus_usable']}/{mach['cpu_count']} cores, "
+        f"{mach['ram_gb']} GB, load {mach['load_avg_at_start']}",
+        flush=True,
     )
-    print(f"  payesh flow  : {flow['seconds']:7.2f} s  peak RSS {flow['max_rss_mb']:.0f} MB")
-    print(f"  ratio payesh / decode floor: {ratio:.1f}x")
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{datetime.now(UTC):%Y-%m-%d}-spine.json"
-    history = json.loads(path.read_text()) if path.exists() else []
-    history.append(result)
-    path.write_text(json.dumps(history, indent=1) + "\n")
-    print(f"  recorded in {path.relative_to(ROOT)}")
+    entry: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": mach,
+        "period": f"{args.start}..{args.end}",
+        "blocksize": args.blocksize,
+        "note": args.note,
+        "git": _git_head(),
+    }
+    if args.scaling:
+        size = args.sizes[0]
+        runs = []
+        for n in args.scaling:
+            print(f"scaling {size:g} km, {n} threads", flush=True)
+            runs.append(run_size(size, args, n, peer=False))
+        base = runs[0]
+        for r in runs:
+            r["speedup_payesh"] = round(base["payesh"]["seconds"] / r["payesh"]["seconds"], 2)
+            r["speedup_floor"] = round(
+                base["decode_floor"]["seconds"] / r["decode_floor"]["seconds"], 2
+            )
+        entry.update(mode="scaling", size_km=size, runs=runs)
+        print(f"\n{'threads':>7} {'floor s':>8} {'speed-up':>8} {'payesh s':>9} {'speed-up':>8}")
+        for r in runs:
+            print(
+                f"{r['threads']:>7} {r['decode_floor']['seconds']:8.2f} "
+                f"{r['speedup_floor']:7.2f}x {r['payesh']['seconds']:9.2f} "
+                f"{r['speedup_payesh']:7.2f}x"
+            )
+    else:
+        rows = [run_size(s, args, args.threads, peer=not args.no_peer) for s in args.sizes]
+        rat = ratios(rows)
+        entry.update(mode="sizes", threads=args.threads, rows=rows, ratios=rat)
+        print_table(rows, rat)
+    mach["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    path = record(entry, mach)
+    print(f"recorded in {path.relative_to(ROOT)}")
+
+
+def _git_head() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from pyproj import Transformer
 
 from ..errors import PayeshError
 from .grid import DemoSpec, GeneratedCity, PixelGrid, city_grids, rng_for
+from .parallel import S2_10M, S2_FILES, SceneJob, run_jobs
 from .scene import Scenario, build_scenario, month_end
 from .sensors import ViirsRenderer, render_landsat, render_s2
 from .stac import collection, landsat_item, mgrs_tile, s2_item, viirs_item, write_cog
@@ -31,16 +32,6 @@ WRS_PATH_ROW = ("168", "033")
 #: Reported electricity per square metre of lit built-up footprint (MWh per month).
 MWH_PER_M2 = 0.009
 
-_S2_FILES = (
-    ("blue", "B02"),
-    ("green", "B03"),
-    ("red", "B04"),
-    ("nir", "B08"),
-    ("swir16", "B11"),
-    ("swir22", "B12"),
-    ("scl", "SCL"),
-)
-_S2_10M = ("blue", "green", "red", "nir")
 #: The default demo: 4 km around Khoy, 2025.
 DEFAULT_SPEC = DemoSpec()
 _NAME = re.compile(r"^[a-z0-9_-]+$")
@@ -146,8 +137,57 @@ class _Writer:
         self.pool.shutdown()
 
 
+def _serial_jobs(sc: Scenario, jobs: list[SceneJob]) -> Iterator[tuple[SceneJob, dict[str, float]]]:
+    """Render scenes one after the other in this process, writing each while the next renders."""
+    writer = _Writer(sc.spec)
+    grids = sc.grids
+    viirs: ViirsRenderer | None = None
+    try:
+        for job in jobs:
+            kind, i, folder_name, item_id = job
+            folder = Path(folder_name)
+            if kind == "s2":
+                scene = render_s2(sc, i)
+                writer.submit(
+                    [
+                        (
+                            folder / f"{fname}.tif",
+                            scene.bands[key],
+                            grids.s2_10 if key in S2_10M else grids.s2_20,
+                            0,
+                        )
+                        for key, fname in S2_FILES
+                    ]
+                )
+                yield job, scene.stats
+            elif kind == "landsat":
+                ls = render_landsat(sc, i)
+                writer.submit(
+                    [
+                        (folder / f"{item_id}_ST_B10.TIF", ls.lwir11, grids.landsat, 0),
+                        (folder / f"{item_id}_QA_PIXEL.TIF", ls.qa_pixel, grids.landsat, 1),
+                    ]
+                )
+                yield job, {"cloud_cover": ls.cloud_cover}
+            else:
+                writer.wait()
+                viirs = viirs or ViirsRenderer(sc)
+                vm = viirs.render(i)
+                write_cog(
+                    folder / "radiance.tif", vm.radiance, grids.viirs, nodata=None, spec=sc.spec
+                )
+                write_cog(folder / "cf_cvg.tif", vm.cf_cvg, grids.viirs, nodata=None, spec=sc.spec)
+                yield job, {"missing_fraction": round(float((vm.cf_cvg == 0).mean()), 4)}
+    finally:
+        writer.close()
+
+
 def generate_city(
-    out_dir: str | Path, spec: DemoSpec = DEFAULT_SPEC, *, progress: Progress | None = None
+    out_dir: str | Path,
+    spec: DemoSpec = DEFAULT_SPEC,
+    *,
+    progress: Progress | None = None,
+    workers: int = 1,
 ) -> GeneratedCity:
     """Generate a synthetic growing city: static STAC catalog + COGs, manifest, permits,
     reported consumption and ground truth, offline and deterministically by ``spec.seed``.
@@ -162,6 +202,10 @@ def generate_city(
     progress
         Called as ``progress(stage, done, total)`` after each scene; stages are
         ``"sentinel-2-l2a"``, ``"landsat-c2-l2"``, ``"viirs-ntl-monthly"`` and ``"truth"``.
+    workers
+        Processes that render and write scenes (``1``: this process only). The files
+        are the same for any number of workers: each scene depends only on the seed and
+        its index.
 
     Returns
     -------
@@ -174,6 +218,8 @@ def generate_city(
         If ``spec`` cannot be generated (bad name, months, resolution or tile size).
     """
     _validate(spec)
+    if workers < 1:
+        raise DemoSpecError(f"generate_city workers must be >= 1, got {workers}")
     root = Path(out_dir).resolve()
     report: Progress = progress or (lambda _stage, _done, _total: None)
     grids = city_grids(spec)
@@ -241,99 +287,87 @@ def generate_city(
         catalog.add_child(c)
 
     tile = f"{mgrs[0]}{mgrs[1]}{mgrs[2]}"
-    writer = _Writer(spec)
-    s2_meta: list[dict[str, Any]] = []
-    bright_item = None
-    n_s2 = len(sc.s2_dates)
+    s2_jobs: list[SceneJob] = []
     for i, day in enumerate(sc.s2_dates):
-        scene = render_s2(sc, i)
         sat = "S2B" if i % 2 == 0 else "S2C"
         item_id = f"{sat}_{tile}_{day:%Y%m%d}_0_L2A"
         folder = cat_dir / "sentinel-2-l2a" / item_id
         folder.mkdir(parents=True)
-        writer.submit(
-            [
-                (
-                    folder / f"{fname}.tif",
-                    scene.bands[key],
-                    grids.s2_10 if key in _S2_10M else grids.s2_20,
-                    0,
-                )
-                for key, fname in _S2_FILES
-            ]
-        )
-        item = s2_item(
-            item_id=item_id,
-            platform="sentinel-2b" if sat == "S2B" else "sentinel-2c",
-            day=day,
-            index=i,
-            epsg=grids.epsg,
-            grid10=grids.s2_10,
-            grid20=grids.s2_20,
-            mgrs=mgrs,
-            stats=scene.stats,
-            folder=folder,
-        )
-        s2c.add_item(item)
-        s2_meta.append(
-            {
-                "id": item_id,
-                "date": day.isoformat(),
-                "cloud_cover": scene.stats["eo:cloud_cover"],
-                "snow": scene.stats["s2:snow_ice_percentage"],
-            }
-        )
-        if sc.bright is not None and day == sc.bright[1]:
-            bright_item = item_id
-        del scene
-        report("sentinel-2-l2a", i + 1, n_s2)
-
-    ls_meta: list[dict[str, Any]] = []
-    n_ls = len(sc.landsat_dates)
+        s2_jobs.append(("s2", i, str(folder), item_id))
+    ls_jobs: list[SceneJob] = []
     for i, day in enumerate(sc.landsat_dates):
-        ls = render_landsat(sc, i)
         sat = "LC09" if i % 2 == 0 else "LC08"
         item_id = f"{sat}_L2SP_{WRS_PATH_ROW[0]}{WRS_PATH_ROW[1]}_{day:%Y%m%d}_02_T1"
         folder = cat_dir / "landsat-c2-l2" / item_id
         folder.mkdir(parents=True)
-        writer.submit(
-            [
-                (folder / f"{item_id}_ST_B10.TIF", ls.lwir11, grids.landsat, 0),
-                (folder / f"{item_id}_QA_PIXEL.TIF", ls.qa_pixel, grids.landsat, 1),
-            ]
-        )
-        item = landsat_item(
-            item_id=item_id,
-            platform="landsat-9" if sat == "LC09" else "landsat-8",
-            day=day,
-            epsg=grids.epsg,
-            grid=grids.landsat,
-            cloud_cover=ls.cloud_cover,
-            wrs=WRS_PATH_ROW,
-            folder=folder,
-        )
-        lsc.add_item(item)
-        ls_meta.append({"id": item_id, "date": day.isoformat(), "cloud_cover": ls.cloud_cover})
-        report("landsat-c2-l2", i + 1, n_ls)
+        ls_jobs.append(("landsat", i, str(folder), item_id))
+    vi_jobs: list[SceneJob] = [
+        ("viirs", i, str(cat_dir / "viirs-ntl-monthly" / f"VNL_npp_{m:%Y%m}_{spec.name}"), "")
+        for i, m in enumerate(sc.months)
+    ]
+    jobs = [*s2_jobs, *ls_jobs, *vi_jobs]
+    scenes = run_jobs(sc, jobs, workers=workers) if workers > 1 else _serial_jobs(sc, jobs)
 
-    writer.close()
-    viirs = ViirsRenderer(sc)
+    s2_meta: list[dict[str, Any]] = []
+    ls_meta: list[dict[str, Any]] = []
     vi_meta: list[dict[str, Any]] = []
-    for i, month in enumerate(sc.months):
-        vm = viirs.render(i)
-        item_id = f"VNL_npp_{month:%Y%m}_{spec.name}"
-        folder = cat_dir / "viirs-ntl-monthly" / item_id
-        write_cog(folder / "radiance.tif", vm.radiance, grids.viirs, nodata=None, spec=spec)
-        write_cog(folder / "cf_cvg.tif", vm.cf_cvg, grids.viirs, nodata=None, spec=spec)
-        vic.add_item(viirs_item(item_id=item_id, month=month, grid=grids.viirs, folder=folder))
-        vi_meta.append(
-            {
-                "id": item_id,
-                "month": f"{month:%Y-%m}",
-                "missing_fraction": round(float((vm.cf_cvg == 0).mean()), 4),
-            }
-        )
-        report("viirs-ntl-monthly", i + 1, len(sc.months))
+    bright_item = None
+    totals = {"s2": len(s2_jobs), "landsat": len(ls_jobs), "viirs": len(vi_jobs)}
+    stages = {"s2": "sentinel-2-l2a", "landsat": "landsat-c2-l2", "viirs": "viirs-ntl-monthly"}
+    for (kind, i, folder_name, item_id), stats in scenes:
+        folder = Path(folder_name)
+        if kind == "s2":
+            day = sc.s2_dates[i]
+            item = s2_item(
+                item_id=item_id,
+                platform="sentinel-2b" if item_id.startswith("S2B") else "sentinel-2c",
+                day=day,
+                index=i,
+                epsg=grids.epsg,
+                grid10=grids.s2_10,
+                grid20=grids.s2_20,
+                mgrs=mgrs,
+                stats=stats,
+                folder=folder,
+            )
+            s2c.add_item(item)
+            s2_meta.append(
+                {
+                    "id": item_id,
+                    "date": day.isoformat(),
+                    "cloud_cover": stats["eo:cloud_cover"],
+                    "snow": stats["s2:snow_ice_percentage"],
+                }
+            )
+            if sc.bright is not None and day == sc.bright[1]:
+                bright_item = item_id
+        elif kind == "landsat":
+            day = sc.landsat_dates[i]
+            cloud_cover = stats["cloud_cover"]
+            item = landsat_item(
+                item_id=item_id,
+                platform="landsat-9" if item_id.startswith("LC09") else "landsat-8",
+                day=day,
+                epsg=grids.epsg,
+                grid=grids.landsat,
+                cloud_cover=cloud_cover,
+                wrs=WRS_PATH_ROW,
+                folder=folder,
+            )
+            lsc.add_item(item)
+            ls_meta.append({"id": item_id, "date": day.isoformat(), "cloud_cover": cloud_cover})
+        else:
+            month = sc.months[i]
+            vid = folder.name
+            vic.add_item(viirs_item(item_id=vid, month=month, grid=grids.viirs, folder=folder))
+            vi_meta.append(
+                {
+                    "id": vid,
+                    "month": f"{month:%Y-%m}",
+                    "missing_fraction": stats["missing_fraction"],
+                }
+            )
+        report(stages[kind], i + 1, totals[kind])
 
     catalog.normalize_hrefs(str(cat_dir))
     catalog.make_all_asset_hrefs_relative()
