@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PREFECT_HOME := $(CURDIR)/data/prefect-home
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test unit integration lint typecheck fmt bench lock clean
+.PHONY: venv demo test unit integration lint typecheck fmt bench lock clean web browser
 
 venv: $(STAMP)
 
@@ -34,9 +34,30 @@ demo: $(STAMP)
 	$(BIN)/payesh demo
 
 ## Lint, type-check, then unit + integration tests.
-test: $(STAMP) lint typecheck
+test: $(STAMP) web browser lint typecheck
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest tests
+
+## The portal's front end: MapLibre GL from the npm registry (web/package-lock.json),
+## copied into the package and served by `payesh serve` itself (no CDN).
+WEB_VENDOR := src/payesh/portal/static/vendor
+WEB_STAMP  := $(WEB_VENDOR)/.built
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	mkdir -p $(WEB_VENDOR)
+	cp web/node_modules/maplibre-gl/dist/maplibre-gl.js web/node_modules/maplibre-gl/dist/maplibre-gl.css \
+	   web/node_modules/maplibre-gl/dist/LICENSE.txt $(WEB_VENDOR)/
+	touch $(WEB_STAMP)
+
+## Headless Chromium for the portal's browser test: Debian's package, never a download
+## by Playwright (CI runs as root; elsewhere sudo is used).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 unit: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
@@ -61,6 +82,25 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python benchmarks/run.py
+
+## Operations (docs/operations.md): a Prefect server, a process worker, the deployments.
+## PREFECT_API_URL points the worker and `prefect deploy` at the server (default: local).
+PREFECT_PORT ?= 4200
+PREFECT_POOL ?= payesh-process
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+.PHONY: prefect-server prefect-worker prefect-deploy
+
+prefect-server: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+prefect-worker: $(STAMP)
+	@mkdir -p $(PREFECT_HOME)
+	PREFECT_API_URL=$(PREFECT_API_URL) PAYESH_HOME=$(CURDIR) \
+	  $(BIN)/prefect worker start --pool $(PREFECT_POOL) --type process
+
+prefect-deploy: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) PAYESH_HOME=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
 
 ## Re-resolve pinned dependencies (needs the package registry).
 lock: $(STAMP)

@@ -20,9 +20,11 @@ _EXPORTS = {
     "PayeshError": "payesh.errors",
     "city_geobox": "payesh.grid",
     "tile_grid": "payesh.grid",
+    "load_imagery": "payesh.imagery",
     "history": "payesh.store",
     "open_indicators": "payesh.store",
     "open_sites": "payesh.store",
+    "open_tree": "payesh.store",
 }
 
 __all__ = [
@@ -33,8 +35,10 @@ __all__ = [
     "history",
     "list_cities",
     "load_city",
+    "load_imagery",
     "open_indicators",
     "open_sites",
+    "open_tree",
     "tile_grid",
 ]
 
@@ -42,7 +46,8 @@ if TYPE_CHECKING:
     from payesh.city import City, list_cities, load_city
     from payesh.errors import PayeshError
     from payesh.grid import city_geobox, tile_grid
-    from payesh.store import history, open_indicators, open_sites
+    from payesh.imagery import load_imagery
+    from payesh.store import history, open_indicators, open_sites, open_tree
 
 
 def __getattr__(name: str) -> Any:

@@ -130,7 +130,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         collections=args.collections.split(",") if args.collections else None,
         export_dir=args.export_dir,
     )
-    print(f"committed {result['snapshot']} to {result['store']}")
+    if result.get("status") == "nothing new":
+        print(f"nothing new: {result['store']} already holds this run ({result['snapshot']})")
+    else:
+        print(f"committed {result['snapshot']} to {result['store']}")
     for kind, path in dict(result.get("exports", {})).items():  # type: ignore[call-overload]
         print(f"exported {kind}: {path}")
     return 0
@@ -190,6 +193,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from payesh.city import load_city
+    from payesh.errors import ExportError
     from payesh.export import export_sites, export_tiles_csv
     from payesh.store import open_indicators, open_sites
 
@@ -198,39 +202,55 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.layer == "sites":
         if args.format not in ("geojson", "parquet"):
-            raise PayeshError(f"layer 'sites' exports as geojson or parquet, not {args.format!r}")
-        export_sites(open_sites(city.name, store=args.store), out, format=args.format)
+            raise ExportError(f"layer 'sites' exports as geojson or parquet, not {args.format!r}")
+        sites = open_sites(city.name, store=args.store, version=args.version)
+        export_sites(sites, out, format=args.format)
     elif args.layer == "tiles" and args.format == "csv":
-        export_tiles_csv(open_indicators(city.name, store=args.store), out, time=args.time)
+        tiles = open_indicators(city.name, store=args.store, version=args.version)
+        export_tiles_csv(tiles, out, time=args.time)
     else:
         export_layer_any(
-            city.name, args.layer, out, fmt=args.format, time=args.time, store=args.store
+            city.name,
+            args.layer,
+            out,
+            fmt=args.format,
+            time=args.time,
+            store=args.store,
+            version=args.version,
         )
     print(f"wrote {out}")
     return 0
 
 
 def export_layer_any(
-    city: str, layer: str, out: Path, *, fmt: str, time: str | None, store: str
+    city: str,
+    layer: str,
+    out: Path,
+    *,
+    fmt: str,
+    time: str | None,
+    store: str,
+    version: str | None = None,
 ) -> None:
-    """Export ``layer`` from whichever store group holds it."""
-    from payesh.errors import StoreError
+    """Export ``layer`` from whichever store group holds it (of one snapshot)."""
+    from payesh.errors import ExportError, StoreError
     from payesh.export import export_layer
     from payesh.store import open_indicators
 
     known: list[str] = []
     for group in ("tiles", "pixels", "ntl"):
         try:
-            ds = open_indicators(city, store=store, group=group)
+            ds = open_indicators(city, store=store, group=group, version=version)
         except StoreError:
             if group == "tiles":
                 raise
             continue
+        version = ds.attrs.get("snapshot_id", version)  # every group from one snapshot
         if layer in ds.data_vars:
             export_layer(ds, layer, out, format=fmt, time=time)
             return
         known += [str(v) for v in ds.data_vars if v != "spatial_ref"]
-    raise PayeshError(
+    raise ExportError(
         f"no layer {layer!r} in the store of {city} (layers: tiles, sites, {', '.join(known)})"
     )
 
@@ -245,15 +265,96 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_expire(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from payesh.city import load_city
+    from payesh.store import expire
+
+    city = load_city(args.city)
+    age = timedelta(days=args.older_than_days) if args.older_than_days is not None else None
+    out = expire(city.name, store=args.store, keep=args.keep, older_than=age, dry_run=args.dry_run)
+    verb = "would expire" if args.dry_run else "expired"
+    print(
+        f"{verb} {len(out['expired'])} version(s), kept {out['kept']}; deleted "
+        f"{out['chunks_deleted']} chunk(s), {out['bytes_deleted']} bytes"
+    )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from payesh.training import train_builtup_from_demo
 
     with _progress():
         path = train_builtup_from_demo(
-            out_dir=Path(args.out), models_dir=Path(args.models), seed=args.seed
+            out_dir=Path(args.out),
+            models_dir=Path(args.models),
+            seed=args.seed,
+            real_labels=args.real_labels,
         )
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from payesh.portal import serve
+
+    print(f"payesh portal on http://{args.host}:{args.port}/ (stores under {args.store})")
+    serve(
+        args.store,
+        host=args.host,
+        port=args.port,
+        tokens=args.tokens,
+        rate=args.rate,
+        burst=args.burst,
+        log_level=args.log_level,
+        workers=args.workers,
+    )
+    return 0
+
+
+def _cmd_tokens(args: argparse.Namespace) -> int:
+    from payesh.portal.tokens import TokenStore, describe, tokens_file
+
+    store = TokenStore(tokens_file(args.store, args.tokens))
+    if args.action == "add":
+        if args.admin == (args.city is not None):
+            raise PayeshError("tokens add: name one CITY, or --admin for a token that sees all")
+        city = None
+        if args.city is not None:
+            city = _known_city(args.city, args.store)
+        rec, token = store.add(city, label=args.label or "")
+        print(f"added token {rec.id} for {'every city (admin)' if rec.admin else rec.city}")
+        print(f"store it now, it is not shown again ({store.path} keeps only its hash):")
+        print(token)
+    elif args.action == "list":
+        recs = store.list()
+        if not recs:
+            print(f"no tokens in {store.path}")
+        for rec in recs:
+            d = describe(rec)
+            state = f"revoked {d['revoked']}" if d["revoked"] else "active"
+            print(f"{d['id']}  {d['scope']:<14} {d['created']}  {state:<33} {d['label']}")
+    else:
+        rec = store.revoke(args.id)
+        print(f"revoked token {rec.id} ({'admin' if rec.admin else rec.city})")
+    return 0
+
+
+def _known_city(city: str, store: str) -> str:
+    """A city name checked against the stores under ``store`` and the manifests."""
+    from payesh.city import cities_dir, load_city
+
+    if city.endswith((".yaml", ".yml")):
+        return load_city(city).name
+    if (Path(store) / city).is_dir():
+        return city
+    if (cities_dir() / f"{city}.yaml").is_file():
+        return load_city(city).name
+    raise PayeshError(
+        f"unknown city {city!r}: no store {city!r} under {store} and no manifest "
+        f"{city}.yaml in {cities_dir()}"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,6 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     e.add_argument("-o", "--output", required=True, help="file to write")
     e.add_argument("--store", default=_default_store(), help=store_help)
+    e.add_argument("--version", help="a snapshot id from `payesh history` (default: the latest)")
     e.set_defaults(func=_cmd_export)
 
     h = sub.add_parser("history", help="list the committed versions of a city's store")
@@ -304,10 +406,49 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--store", default=_default_store(), help=store_help)
     h.set_defaults(func=_cmd_history)
 
+    x = sub.add_parser("expire", help="forget old versions of a city's store and free space")
+    x.add_argument("city")
+    x.add_argument("--keep", type=int, default=10, help="newest versions to keep (default 10)")
+    x.add_argument("--older-than-days", type=float, help="expire only versions older than this")
+    x.add_argument("--dry-run", action="store_true", help="only list what would be expired")
+    x.add_argument("--store", default=_default_store(), help=store_help)
+    x.set_defaults(func=_cmd_expire)
+
+    tokens_help = "tokens file (default: $PAYESH_TOKENS or <store>/portal-tokens.json)"
+    v = sub.add_parser("serve", help="serve the municipality portal (map page, tiles, downloads)")
+    v.add_argument("--store", default=_default_store(), help=store_help)
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    v.add_argument("--port", type=int, default=8000, help="port to listen on")
+    v.add_argument("--tokens", default=os.environ.get("PAYESH_TOKENS"), help=tokens_help)
+    v.add_argument("--rate", type=float, default=50.0, help="requests/s allowed per token")
+    v.add_argument("--burst", type=float, default=200.0, help="burst size per token")
+    v.add_argument("--log-level", default="info", help="uvicorn log level")
+    v.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    v.set_defaults(func=_cmd_serve)
+
+    k = sub.add_parser("tokens", help="manage the portal's access tokens")
+    k.add_argument("--store", default=_default_store(), help=store_help)
+    k.add_argument("--tokens", default=os.environ.get("PAYESH_TOKENS"), help=tokens_help)
+    ksub = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ka = ksub.add_parser("add", help="add a token for CITY (or --admin); prints it last")
+    ka.add_argument("city", nargs="?", help="the city the token may read")
+    ka.add_argument("--admin", action="store_true", help="a token that reads every city")
+    ka.add_argument("--label", help="who holds the token (free text)")
+    ksub.add_parser("list", help="list tokens (ids, scopes, state; never the secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a token by its id")
+    kr.add_argument("id", help="the token id shown by `tokens add` / `tokens list`")
+    k.set_defaults(func=_cmd_tokens)
+
     t = sub.add_parser("train-builtup", help="(re)train the built-up classifier into models/")
     t.add_argument("--out", default="data/training", help="where training cities are generated")
     t.add_argument("--models", default=str(Path(__file__).resolve().parents[2] / "models"))
     t.add_argument("--seed", type=int, default=101, help="seed of the training city")
+    t.add_argument(
+        "--real-labels",
+        action="store_true",
+        help="also train on the real eo-learn Slovenia labels in ../shared/realdata, report "
+        "spatially held-out metrics on them and the Zagreb built-up share in the model card",
+    )
     t.set_defaults(func=_cmd_train)
     return p
 

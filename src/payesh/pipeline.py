@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import geopandas as gpd
 import xarray as xr
 
 import payesh
+from payesh import runkeys
 from payesh.classifier import BuiltupModel, builtup_probability, default_model_path, load_model
 from payesh.errors import PayeshError
 from payesh.grid import tile_grid
@@ -34,9 +36,11 @@ from payesh.sites_io import SITE_COLUMNS
 __all__ = [
     "Indicators",
     "MonthlyData",
+    "cached_model",
     "commit",
     "compute_indicators",
     "export_run",
+    "s2_month_layers",
     "store_location",
 ]
 
@@ -51,25 +55,33 @@ class MonthlyData:
     landsat: xr.Dataset | None = None
     viirs: xr.Dataset | None = None
     source_items: Mapping[str, list[str]] = field(default_factory=dict)
+    skipped_items: Mapping[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_lists(cls, monthly: Mapping[str, list[xr.Dataset]]) -> MonthlyData:
         """Concatenate per-month datasets (as produced by :mod:`payesh.monthly`)."""
         joined: dict[str, xr.Dataset | None] = {}
         items: dict[str, list[str]] = {}
+        skipped: dict[str, list[str]] = {}
         for key in ("s2", "landsat", "viirs"):
             parts = monthly.get(key)
             if not parts:
                 joined[key] = None
                 continue
             items[key] = sorted({i for p in parts for i in p.attrs.get("source_items", [])})
+            skipped[key] = sorted({i for p in parts for i in p.attrs.get("skipped_items", [])})
             ds = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
             ds.attrs.pop("source_items", None)
+            ds.attrs.pop("skipped_items", None)
             joined[key] = ds
         if all(v is None for v in joined.values()):
             raise PayeshError("a run needs the monthly data of at least one product")
         return cls(
-            s2=joined["s2"], landsat=joined["landsat"], viirs=joined["viirs"], source_items=items
+            s2=joined["s2"],
+            landsat=joined["landsat"],
+            viirs=joined["viirs"],
+            source_items=items,
+            skipped_items={k: v for k, v in skipped.items() if v},
         )
 
 
@@ -93,6 +105,36 @@ class Indicators:
             f"({status.get('unauthorized', 0)} unauthorized, {status.get('permitted', 0)} permitted); "
             f"tiles flagged for unexplained load: {flagged}"
         )
+
+
+@lru_cache(maxsize=4)
+def _model_at(path: str, mtime_ns: int) -> BuiltupModel:
+    return load_model(path)
+
+
+def cached_model(path: str | Path | None = None) -> BuiltupModel:
+    """The built-up model at ``path`` (default: the current one), loaded once per process."""
+    where = Path(path) if path is not None else default_model_path()
+    return _model_at(str(where), where.stat().st_mtime_ns)
+
+
+def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) -> xr.Dataset:
+    """What a run keeps of a Sentinel-2 month: ``builtup_prob`` and the counts.
+
+    Classifying each month as soon as its composite exists lets the run drop the six
+    reflectance bands (24 bytes a pixel) and keep 8 bytes a pixel per month; the
+    probability is pixel-local, so this equals classifying the year's cube at once.
+    """
+    model = model or cached_model()
+    bare = composite.copy()
+    bare.attrs = {}  # the month's item lists belong to the run, not to the layer
+    prob = builtup_probability(bare, model).compute()
+    out = xr.Dataset(
+        {"builtup_prob": prob, "clear_count": composite["clear_count"]}
+        | ({"obs_count": composite["obs_count"]} if "obs_count" in composite else {})
+    )
+    out.attrs = dict(composite.attrs)
+    return out
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:
@@ -123,6 +165,7 @@ def compute_indicators(
         Built-up classifier; default: the newest in ``models/``.
     """
     city = plan.city
+    given_model = model.version if model is not None else None  # None: the default model
     tg = tile_grid(city)
     permits = read_permits(city.permits) if city.permits else None
     consumption = read_consumption(city.consumption) if city.consumption else None
@@ -134,9 +177,18 @@ def compute_indicators(
         {c: [] for c in SITE_COLUMNS if c != "geometry"}, geometry=[], crs=city.crs
     )
     if monthly.s2 is not None:
-        model = model or load_model(default_model_path())
-        models["builtup"] = model.version
-        prob = builtup_probability(monthly.s2, model).compute()
+        if "builtup_prob" in monthly.s2:  # classified month by month (s2_month_layers)
+            prob = monthly.s2["builtup_prob"].compute()
+            version = str(prob.attrs.get("model_version", ""))
+            if model is not None and model.version != version:
+                raise PayeshError(
+                    f"the months were classified with model {version!r}, not {model.version!r}"
+                )
+            models["builtup"] = version
+        else:
+            model = model or cached_model()
+            models["builtup"] = model.version
+            prob = builtup_probability(monthly.s2, model).compute()
         first_seen = construction.persistent_builtup(prob)
         sites = construction.extract_sites(first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, prob=prob)
         sites = construction.match_permits(sites, permits)
@@ -186,6 +238,10 @@ def compute_indicators(
         "model_versions": json.dumps(models),
         "electricity_model": json.dumps(model_card, default=str),
         "source_items": json.dumps(dict(monthly.source_items)),
+        # items found but not read (bad asset, CRS, checksum, truncated file): see warnings
+        "skipped_items": json.dumps(dict(monthly.skipped_items)),
+        # what each product-month was computed from: lets a re-run skip (payesh.runkeys)
+        runkeys.KEYS_ATTR: json.dumps(runkeys.plan_keys(plan, model_version=given_model)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return Indicators(groups=groups, sites=sites, provenance=provenance)
@@ -211,7 +267,8 @@ def commit(plan: RunPlan, result: Indicators, *, store: str) -> str:
 
 
 def export_run(plan: RunPlan, result: Indicators, out_dir: str | Path) -> dict[str, str]:
-    """Write the tiles CSV and the sites GeoJSON of a run into ``out_dir``."""
+    """Write the tiles CSV and the sites GeoJSON of a run into ``out_dir``, and, when the
+    run calibrated an electricity model, its card as ``out_dir/models/electricity-<city>.md``."""
     from payesh.export import export_sites, export_tiles_csv
 
     out = Path(out_dir)
@@ -220,4 +277,17 @@ def export_run(plan: RunPlan, result: Indicators, out_dir: str | Path) -> dict[s
     sites_json = out / f"{plan.city.name}-sites.geojson"
     export_tiles_csv(result.groups["tiles"], tiles_csv)
     export_sites(result.sites, sites_json, format="geojson")
-    return {"tiles": str(tiles_csv), "sites": str(sites_json)}
+    written = {"tiles": str(tiles_csv), "sites": str(sites_json)}
+    card = json.loads(result.provenance.get("electricity_model") or "{}")
+    if "cv_r2" in card:  # the run calibrated an electricity model: its card
+        from payesh.indicators.electricity_card import write_model_card
+
+        written["electricity_model_card"] = str(
+            write_model_card(
+                card,
+                city=plan.city.name,
+                models_dir=out / "models",
+                code_version=payesh.__version__,
+            )
+        )
+    return written
