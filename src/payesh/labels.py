@@ -21,6 +21,7 @@ import numpy as np
 
 from payesh.classifier import BANDS
 from payesh.errors import PayeshError
+from payesh.sources.profiles import S2
 
 __all__ = [
     "EOLEARN_BUILTUP_CLASSES",
@@ -51,14 +52,8 @@ _L1C_ORDER = (
     "B11",
     "B12",
 )
-_BAND_OF = {
-    "blue": "B02",
-    "green": "B03",
-    "red": "B04",
-    "nir": "B08",
-    "swir16": "B11",
-    "swir22": "B12",
-}
+# payesh band -> the Sentinel-2 band name (B02 …), from the provider profile
+_BAND_OF = {b: next(k for k in S2.bands[b] if k.startswith("B")) for b in BANDS}
 # PROVENANCE.md: NDVI of REFERENCE_SCENES equals frames [2, 1, 4, 3, 0] of NDVI.npy
 _SCENE_FRAMES = (2, 1, 4, 3, 0)
 

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -40,6 +41,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import rasterio
 
 RUSTAC = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "rustac"
 
@@ -423,3 +426,16 @@ def write_api_items(catalog: Path, out: Path, asset_base: str) -> list[Path]:
     items = out / "items.json"
     items.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return [*files, items]
+
+
+def flip_one_tile_byte(src: Path, dst: Path) -> None:
+    """Copy the COG ``src`` to ``dst`` with one bit flipped inside its first tile."""
+    shutil.copyfile(src, dst)
+    with rasterio.open(dst) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    with dst.open("r+b") as f:
+        f.seek(offset + size // 2)
+        byte = f.read(1)
+        f.seek(offset + size // 2)
+        f.write(bytes([byte[0] ^ 0x01]))

@@ -18,9 +18,8 @@ from typing import Any
 import pandas as pd
 import pystac
 import pytest
-import rasterio
 import xarray as xr
-from servers import FaultyServer, multihash_sha256
+from servers import FaultyServer, flip_one_tile_byte, multihash_sha256
 
 from payesh.city import load_city
 from payesh.errors import BadItemWarning, SourceError
@@ -82,18 +81,6 @@ def _truncate(src: Path, dst: Path) -> None:
     dst.write_bytes(data[: len(data) * 2 // 3])
 
 
-def _flip_a_tile_byte(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-    with rasterio.open(dst) as ds:
-        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
-        size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
-    with dst.open("r+b") as f:
-        f.seek(offset + size // 2)
-        byte = f.read(1)
-        f.seek(offset + size // 2)
-        f.write(bytes([byte[0] ^ 0x01]))
-
-
 @rasterio_thread_race
 def test_bad_files_are_skipped_at_read_time_and_counted(
     tiny_city: Any, static_plan: RunPlan, tmp_path: Path
@@ -110,7 +97,7 @@ def test_bad_files_are_skipped_at_read_time_and_counted(
     scl = Path(corrupt.assets["scl"].get_absolute_href() or "")
     corrupt.assets["scl"].extra_fields["file:checksum"] = multihash_sha256(scl)
     corrupt.assets["scl"].href = str(tmp_path / "flipped.tif")
-    _flip_a_tile_byte(scl, tmp_path / "flipped.tif")
+    flip_one_tile_byte(scl, tmp_path / "flipped.tif")
 
     epsg = int((declared_crs(wrong_crs, "red") or "").removeprefix("EPSG:"))
     for where in (wrong_crs.properties, *(a.extra_fields for a in wrong_crs.assets.values())):

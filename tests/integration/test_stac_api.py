@@ -17,9 +17,8 @@ from typing import Any
 import pandas as pd
 import pystac
 import pytest
-import rasterio
 import xarray as xr
-from servers import FaultyServer, multihash_sha256
+from servers import FaultyServer, flip_one_tile_byte, multihash_sha256
 
 from payesh.city import load_city
 from payesh.errors import SourceError
@@ -185,18 +184,6 @@ def test_multihash_of_real_landsat_items_parses() -> None:
         assert (code, len(digest)) == (0x13, 64)  # sha2-512
 
 
-def _flip_one_tile_byte(src: Path, dst: Path) -> None:
-    shutil.copyfile(src, dst)
-    with rasterio.open(dst) as ds:
-        offset = int(ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
-        size = int(ds.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
-    with dst.open("r+b") as f:
-        f.seek(offset + size // 2)
-        byte = f.read(1)
-        f.seek(offset + size // 2)
-        f.write(bytes([byte[0] ^ 0x01]))
-
-
 def test_a_bit_flipped_cog_is_caught_by_its_checksum(
     tiny_city: Any, static_plan: RunPlan, tmp_path: Path
 ) -> None:
@@ -205,7 +192,7 @@ def test_a_bit_flipped_cog_is_caught_by_its_checksum(
     original = Path(item.assets["red"].get_absolute_href() or "")
     good, bad = tmp_path / "good.tif", tmp_path / "bad.tif"
     shutil.copyfile(original, good)
-    _flip_one_tile_byte(original, bad)
+    flip_one_tile_byte(original, bad)
     item.assets["red"].extra_fields["file:checksum"] = multihash_sha256(original)
 
     item.assets["red"].href = str(good)

@@ -186,8 +186,7 @@ def test_s2_items_look_like_earth_search(catalog: pystac.Catalog) -> None:
             assert src.profile["compress"] == "deflate" and src.profile["blockxsize"] == 512
     assert item.assets["scl"].extra_fields["raster:bands"][0]["data_type"] == "uint8"
 
-    if not EARTH_SEARCH.exists():
-        pytest.skip("reference Earth Search item not available")
+    assert EARTH_SEARCH.exists(), f"the reference Earth Search item {EARTH_SEARCH} is missing"
     real = next(
         f
         for f in json.loads(EARTH_SEARCH.read_text())["features"]
