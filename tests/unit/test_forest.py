@@ -43,3 +43,27 @@ def test_unsupported_models_are_predicted_by_sklearn() -> None:
     three = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
     assert compile_forest(three) is None
     np.testing.assert_array_equal(predict_positive(three, x), three.predict_proba(x)[:, 1])
+
+
+def test_features_on_and_next_to_the_thresholds(model: HistGradientBoostingClassifier) -> None:
+    """float32 features equal to a threshold (rounded either way) or one ulp beside it
+    take the same branch as in scikit-learn, which compares in float64."""
+    thresholds = np.concatenate(
+        [tree.nodes["num_threshold"][tree.nodes["is_leaf"] == 0] for (tree,) in model._predictors]
+    )
+    t32 = thresholds.astype("float32")
+    near = np.concatenate(
+        [t32, np.nextafter(t32, np.float32(np.inf)), np.nextafter(t32, np.float32(-np.inf))]
+    )
+    assert not np.array_equal(t32.astype("float64"), thresholds)  # rounding really happens
+    rng = np.random.default_rng(3)
+    x = rng.choice(near, size=(20_000, 5)).astype("float32")
+    x[rng.random(x.shape) < 0.02] = np.nan
+    np.testing.assert_array_equal(predict_positive(model, x), model.predict_proba(x)[:, 1])
+    x64 = x.astype("float64")  # float64 features meet the float64 thresholds
+    np.testing.assert_array_equal(predict_positive(model, x64), model.predict_proba(x64)[:, 1])
+
+
+def test_infinite_features_take_sklearn_s_branch(model: HistGradientBoostingClassifier) -> None:
+    x = np.array([[np.inf] * 5, [-np.inf] * 5, [3e38, -3e38, 0, np.inf, np.nan]], "float32")
+    np.testing.assert_array_equal(predict_positive(model, x), model.predict_proba(x)[:, 1])
