@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from payesh import pipeline, runkeys
 from payesh.city import City, load_city
+from payesh.errors import PayeshError
 from payesh.grid import aligned_geobox, city_geobox
 from payesh.monthly import landsat_month, s2_month, viirs_month
 from payesh.period import Period
@@ -33,6 +34,13 @@ LANDSAT_RESOLUTION_M = 30.0
 #: Waits (s) before the retries of a task that reads over the network: backoff, with jitter.
 LOAD_RETRY_DELAYS_S: list[float] = [5.0, 30.0]
 NOTHING_NEW = "nothing new"
+
+
+def retry_unless_final(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retries a network task unless payesh's own error ended it: bad input, or a
+    source that stayed down through payesh's retries (``PAYESH_HTTP_*``) — retrying
+    those again only delays the one clear error."""
+    return not isinstance(state.data, PayeshError)
 
 
 @contextmanager
@@ -71,6 +79,7 @@ def dask_client(address: str | None) -> Iterator[Any]:
     retries=3,
     retry_delay_seconds=[2, 10, 30],
     retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_final,
 )
 def plan_task(city: City, catalog: str, period: Period, collections: list[str] | None) -> RunPlan:
     return plan_run(city, catalog, period, collections=collections)
@@ -88,6 +97,7 @@ def changed_months_task(plan: RunPlan, store: str) -> dict[str, list[str]]:
     retries=2,
     retry_delay_seconds=LOAD_RETRY_DELAYS_S,
     retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_final,
 )
 def s2_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     gbox = city_geobox(plan.city)
@@ -101,6 +111,7 @@ def s2_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     retries=2,
     retry_delay_seconds=LOAD_RETRY_DELAYS_S,
     retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_final,
 )
 def landsat_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     gbox = aligned_geobox(plan.city, LANDSAT_RESOLUTION_M)
@@ -113,6 +124,7 @@ def landsat_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     retries=2,
     retry_delay_seconds=LOAD_RETRY_DELAYS_S,
     retry_jitter_factor=0.5,
+    retry_condition_fn=retry_unless_final,
 )
 def viirs_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     return viirs_month(plan.month_items("viirs", month), plan.ntl_grid(), month).compute()
@@ -174,7 +186,13 @@ def monitor_city(
                 period,
                 head,
             )
-            return {"status": NOTHING_NEW, "snapshot": head, "store": store_loc, "exports": {}}
+            return {
+                "status": NOTHING_NEW,
+                "period": str(period),
+                "snapshot": head,
+                "store": store_loc,
+                "exports": {},
+            }
         logger.info("to compute: %s", "; ".join(f"{k} {', '.join(v)}" for k, v in changed.items()))
     products = {"s2": s2_month_task, "landsat": landsat_month_task, "viirs": viirs_month_task}
     monthly: dict[str, list[xr.Dataset]] = {}
@@ -194,6 +212,7 @@ def monitor_city(
     exports = export_task(plan, result, export_dir) if export_dir else {}
     return {
         "status": "committed",
+        "period": str(period),
         "snapshot": snapshot,
         "store": store_loc,
         "exports": exports,

@@ -1,7 +1,8 @@
 """Real operations components as subprocesses on loopback, for tests/integration/test_ops_*.
 
-* :func:`prefect_server` — ``prefect server start`` (SQLite in its own PREFECT_HOME, a
-  free port); yields the environment that points a CLI, a worker or a client at it.
+* :func:`prefect_server` — ``prefect server start`` as ``make prefect-server`` starts it
+  (SQLite in its own PREFECT_HOME, a free port, the scheduler looping every second); yields the environment that points a
+  CLI, a worker or a client at it.
 * :func:`prefect_worker` — ``prefect worker start`` on a ``process`` work pool.
 * :func:`dask_cluster` — ``dask scheduler`` and N ``dask worker`` processes (no nanny,
   so that killing a worker's process kills the worker).
@@ -26,6 +27,8 @@ from servers import free_port, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+#: The test server's scheduler makes runs only this far ahead (s): see prefect_server.
+SCHEDULER_HORIZON_S = 120
 
 
 def _stop(proc: subprocess.Popen[Any], timeout: float = 15.0) -> None:
@@ -57,14 +60,23 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_UI_ENABLED": "false",
-        # the test triggers its runs; no future runs of the deployed schedules are made
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        # The scheduler runs, on a short leash: every second (default 60 s) it turns the
+        # active schedules into runs, but only runs due within the next 2 minutes (default
+        # 100 days) and one per schedule (default 3). A test schedule due seconds from now
+        # gets its run in time; the sensors' schedules of prefect.yaml, hours or days
+        # away, get none (a test fails loudly should one ever fall due inside its window).
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "true",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "1",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT0S",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_SCHEDULED_TIME": f"PT{SCHEDULER_HORIZON_S}S",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
     log = home / "server.log"
-    cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
     try:
         try:
             wait_until_ready(f"{api}/health", timeout=120, proc=proc)
@@ -89,8 +101,10 @@ def prefect_worker(env: dict[str, str], pool: str, log: Path) -> Iterator[subpro
         "--prefetch-seconds",
         "5",
     ]
+    # poll for due runs every second (default 10 s)
+    worker_env = {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=worker_env)
     try:
         yield proc
     finally:

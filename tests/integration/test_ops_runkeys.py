@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -136,3 +137,68 @@ def test_second_run_of_the_same_inputs_loads_and_commits_nothing(
         )
     names = sorted(t.name for t in tasks)  # task run names: "<task>-<n>"
     assert [n.rsplit("-", 1)[0] for n in names] == ["changed-months", "plan"], names
+
+
+def test_cli_backfill_commits_each_step_once_and_run_force_recomputes(
+    monitored_tiny_city: tuple[Any, Path, dict[str, Any]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from payesh.cli import main
+
+    gen, _, _ = monitored_tiny_city
+    city = load_city(gen.manifest).name
+    store = str(tmp_path / "store")
+    common = ["--catalog", str(gen.catalog), "--store", store]
+    backfill = ["backfill", str(gen.manifest), "--start", "2025-07", "--end", "2025-08"]
+    backfill += ["--step", "month", *common]
+
+    # each step a committed run of its own, in order
+    assert main(backfill) == 0
+    out = capsys.readouterr().out
+    after_fill = history(city, store=store)
+    first, second = after_fill[1]["snapshot_id"], after_fill[0]["snapshot_id"]
+    assert "2 run(s) of one month" in out
+    assert f"2025-07..2025-07: committed {first}" in out
+    assert f"2025-08..2025-08: committed {second}" in out
+    tiles = open_indicators(city, store=store)
+    assert [f"{t:%Y-%m}" for t in pd.DatetimeIndex(tiles["time"].values)] == ["2025-07", "2025-08"]
+    keys = runkeys.keys_of(after_fill[0]["metadata"]["provenance"])
+    assert {month for months in keys.values() for month in months} == {"2025-08"}
+
+    # the same backfill again: every step "nothing new", no commit
+    assert main(backfill) == 0
+    out = capsys.readouterr().out
+    assert f"2025-07..2025-07: nothing new ({second})" in out
+    assert f"2025-08..2025-08: nothing new ({second})" in out
+    assert history(city, store=store) == after_fill
+
+    # `payesh run` of a committed step: nothing new; with --force: recomputed and committed
+    run = ["run", str(gen.manifest), "--start", "2025-08", "--end", "2025-08", *common]
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    assert "nothing new: " in out and f"already holds this run ({second})" in out
+    assert history(city, store=store) == after_fill
+    assert main([*run, "--force"]) == 0
+    forced = history(city, store=store)
+    assert len(forced) == len(after_fill) + 1
+    assert f"committed {forced[0]['snapshot_id']} to " in capsys.readouterr().out
+    # the same inputs give the same data and the same keys
+    assert runkeys.keys_of(forced[0]["metadata"]["provenance"]) == keys
+    old = open_indicators(city, store=store, version=second).sel(time="2025-08").compute()
+    new = open_indicators(city, store=store).sel(time="2025-08").compute()
+    assert set(new.data_vars) == set(old.data_vars)
+    for name in old.data_vars:
+        np.testing.assert_array_equal(new[name].values, old[name].values, err_msg=name)
+
+
+def test_cli_backfill_rejects_a_bad_step_and_period(capsys: pytest.CaptureFixture[str]) -> None:
+    from payesh.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["backfill", "khoy", "--start", "2025-01", "--end", "2025-02", "--step", "week"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'week'" in capsys.readouterr().err
+    assert main(["backfill", "khoy", "--start", "2025-05", "--end", "2025-02"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("payesh: error: ") and "2025-05" in err
