@@ -3,8 +3,13 @@
 An inspector should see *why* a site was flagged: what the ground looked like before the
 site was first seen and what it looks like now, and how the built-up probability of the
 site's pixels rose and stayed up (the persistence rule). Pure functions over arrays the
-caller already has (monthly composites, ``builtup_prob``, sites); the PNGs are written
-next to the exported sites, under ``<out>/evidence/``.
+caller already has (monthly composites or the store's ``pixels`` group, ``builtup_prob``,
+sites); the PNGs are written next to the exported sites, under ``<out>/evidence/``.
+
+The store keeps each month's true colour (:func:`true_colour_layer`, variable
+``true_colour`` of the ``pixels`` group, uint8 (time, band, y, x)), made with the same
+stretch as :func:`true_colour`, so a chip drawn from the store equals one drawn from the
+composites.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import numpy as np
@@ -20,14 +26,23 @@ import shapely
 import xarray as xr
 
 from payesh.errors import PayeshError
+from payesh.indicators.construction import BUILTUP_THRESHOLD
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "CHIP_MARGIN_M",
+    "EVIDENCE_COLUMNS",
+    "TRUE_COLOUR",
     "probability_curve_png",
     "site_chip_png",
     "site_window",
     "true_colour",
+    "true_colour_layer",
     "write_evidence",
+    "write_store_evidence",
 ]
 
 CHIP_MARGIN_M = 150.0
@@ -36,9 +51,38 @@ CHIP_MARGIN_M = 150.0
 RGB_BANDS: tuple[str, str, str] = ("red", "green", "blue")
 """Sentinel-2 bands of a true-colour chip (B04, B03, B02)."""
 
+TRUE_COLOUR = "true_colour"
+"""Name of the true-colour variable of the store's ``pixels`` group."""
+
+EVIDENCE_COLUMNS: tuple[str, str] = ("evidence_chip", "evidence_curve")
+"""Columns :func:`write_evidence` adds to the sites: PNG paths relative to the export."""
+
+MAX_REFLECTANCE = 0.3
+"""Reflectance shown as full brightness in true colour."""
+
+GAMMA = 1.6
+"""True colour is ``(reflectance / MAX_REFLECTANCE) ** (1 / GAMMA)``, clipped to [0, 1]."""
+
+MISSING_GREY = 128
+"""Value of the three bands of a pixel with no clear observation."""
+
+
+def _true_colour_kernel(
+    red: np.ndarray, green: np.ndarray, blue: np.ndarray, max_reflectance: float
+) -> np.ndarray:
+    rgb = np.stack([red, green, blue], axis=-1).astype("float64")
+    scaled = np.clip(rgb / max_reflectance, 0.0, 1.0) ** (1 / GAMMA)
+    out = np.round(scaled * 255)
+    out[~np.isfinite(rgb).all(axis=-1)] = MISSING_GREY
+    return out.astype("uint8")
+
 
 def true_colour(
-    red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, max_reflectance: float = 0.3
+    red: np.ndarray,
+    green: np.ndarray,
+    blue: np.ndarray,
+    *,
+    max_reflectance: float = MAX_REFLECTANCE,
 ) -> np.ndarray:
     """RGB uint8 image of surface reflectance.
 
@@ -55,13 +99,68 @@ def true_colour(
     np.ndarray
         ``(y, x, 3)`` uint8; missing pixels are mid grey (128).
     """
-    rgb = np.stack([red, green, blue], axis=-1).astype("float64")
-    if rgb.ndim != 3:
+    if np.ndim(red) != 2:
         raise PayeshError(f"true_colour needs 2-D bands, got shape {np.shape(red)}")
-    scaled = np.clip(rgb / max_reflectance, 0.0, 1.0) ** (1 / 1.6)
-    out = np.round(scaled * 255)
-    out[~np.isfinite(rgb).all(axis=-1)] = 128
-    return out.astype("uint8")
+    return _true_colour_kernel(red, green, blue, max_reflectance)
+
+
+def true_colour_layer(
+    composite: xr.Dataset, *, max_reflectance: float = MAX_REFLECTANCE
+) -> xr.DataArray:
+    """The store's ``true_colour`` of monthly composites: :func:`true_colour` of each month.
+
+    Parameters
+    ----------
+    composite
+        Monthly composite (time, y, x) with ``red``, ``green``, ``blue`` surface
+        reflectance (unitless, ~0–1; NaN where no clear observation), lazy or not.
+    max_reflectance
+        Reflectance shown as full brightness.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``true_colour`` uint8 with dims (time, band, y, x) and ``band`` = red, green,
+        blue — the layout GDAL/QGIS and rioxarray read as a 3-band RGB raster per month,
+        and ``.plot.imshow(rgb="band")`` in xarray. Pixels without a clear observation
+        are grey (128); ``builtup_prob`` is NaN there. 3 bytes a pixel-month before
+        compression. Lazy on Dask-backed input.
+    """
+    missing = [b for b in RGB_BANDS if b not in composite]
+    if missing:
+        raise PayeshError(f"composite lacks band(s) {missing} for the true-colour layer")
+    red, green, blue = (composite[b] for b in RGB_BANDS)
+    out = xr.apply_ufunc(
+        _true_colour_kernel,
+        red,
+        green,
+        blue,
+        kwargs={"max_reflectance": max_reflectance},
+        output_core_dims=[["band"]],
+        dask="parallelized",
+        output_dtypes=["uint8"],
+        dask_gufunc_kwargs={"output_sizes": {"band": 3}},
+        keep_attrs=True,  # the coordinates' attributes (units, CRS); the variable's are set below
+    )
+    out.attrs = {}
+    lead = [d for d in red.dims if d not in ("y", "x")]
+    out = out.transpose(*lead, "band", "y", "x").assign_coords(
+        band=("band", np.array(RGB_BANDS, dtype=object), {"long_name": "Sentinel-2 band"})
+    )
+    return out.rename(TRUE_COLOUR).assign_attrs(
+        units="1",
+        long_name="true colour (Sentinel-2 B04, B03, B02), 8-bit",
+        description=(
+            "monthly median surface reflectance of red/green/blue stretched for display: "
+            f"round(255 * clip(reflectance / {max_reflectance:g}, 0, 1) ** (1 / {GAMMA:g})); "
+            f"{MISSING_GREY} in all bands where the month has no clear observation"
+        ),
+        max_reflectance=float(max_reflectance),
+        gamma=float(GAMMA),
+        missing_value_grey=MISSING_GREY,
+        source="Sentinel-2 L2A monthly composite (source items: the store's source_items['s2'])",
+        made_by="payesh.evidence.true_colour_layer",
+    )
 
 
 def site_window(
@@ -79,13 +178,18 @@ def site_window(
     return slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
-def _figure_png(fig: object, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+def _figure_png(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
+    fig.savefig(path, dpi=100)
     return path
+
+
+def _draw_outline(ax: Axes, geom: object) -> None:
+    """The polygon's rings in red (plain lines: no GeoPandas plot, which redraws the figure)."""
+    boundary = shapely.boundary(geom)
+    for line in shapely.get_parts(boundary):
+        xs, ys = np.asarray(line.coords).T[:2]
+        ax.plot(xs, ys, color="red", linewidth=1.2)
 
 
 def site_chip_png(
@@ -112,18 +216,18 @@ def site_chip_png(
     titles
         Panel titles, e.g. the months shown.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if before.shape != after.shape or before.ndim != 3:
         raise PayeshError(f"chip images differ or are not RGB: {before.shape} vs {after.shape}")
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), layout="constrained")
+    from matplotlib.figure import Figure
+
+    # a bare Figure (no pyplot): no global state, no interactive redraws
+    fig = Figure(figsize=(6.4, 3.4))
+    axes = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.08, top=0.92, wspace=0.04)
     for ax, img, title in zip(axes, (before, after), titles, strict=True):
         ax.imshow(img, extent=extent, interpolation="nearest")
         if outline is not None:
-            gpd.GeoSeries([outline]).boundary.plot(ax=ax, color="red", linewidth=1.2)
+            _draw_outline(ax, outline)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -158,13 +262,12 @@ def probability_curve_png(
     first_seen
         Month the site was first seen (drawn as a vertical line).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     t = pd.to_datetime(np.asarray(times))
-    fig, ax = plt.subplots(figsize=(5.0, 2.6), layout="constrained")
+    fig = Figure(figsize=(5.0, 2.6))
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.2, top=0.9)
     ok = np.isfinite(mean_prob)
     ax.plot(t[ok], mean_prob[ok], "o-", color="tab:red", label="mean P(built-up)")
     if (~ok).any():
@@ -189,13 +292,42 @@ def _site_mean(prob: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.nanmean(prob[:, mask], axis=1)
 
 
+def _prob_colours(prob: np.ndarray) -> np.ndarray:
+    """``(t, y, x)`` probability (0–1) as ``(t, y, x, 3)`` uint8 (YlOrRd; NaN grey)."""
+    from matplotlib import colormaps
+
+    rgba = colormaps["YlOrRd"](np.nan_to_num(np.clip(prob, 0.0, 1.0), nan=0.0))
+    out = np.round(rgba[..., :3] * 255).astype("uint8")
+    out[~np.isfinite(prob)] = MISSING_GREY
+    return out
+
+
+def _stored_colours(win: xr.DataArray) -> np.ndarray:
+    """The store's ``true_colour`` window as ``(t, y, x, 3)`` uint8.
+
+    Months without it (NaN after a merge with months of an older store) are grey.
+    """
+    arr = np.asarray(win.transpose("time", "y", "x", "band").values)
+    if arr.dtype != np.uint8:
+        arr = np.where(np.isfinite(arr), arr, MISSING_GREY).astype("uint8")
+    return arr
+
+
+def _crs_wkt(obj: xr.DataArray | xr.Dataset) -> str | None:
+    if "spatial_ref" in obj.coords:
+        attrs = obj.coords["spatial_ref"].attrs
+        wkt = attrs.get("crs_wkt") or attrs.get("spatial_ref")
+        return None if wkt is None else str(wkt)
+    return None
+
+
 def write_evidence(
     sites: gpd.GeoDataFrame,
-    composites: xr.Dataset,
+    composites: xr.Dataset | None,
     prob: xr.DataArray,
     out_dir: str | Path,
     *,
-    threshold: float = 0.5,
+    threshold: float = BUILTUP_THRESHOLD,
     margin_m: float = CHIP_MARGIN_M,
 ) -> gpd.GeoDataFrame:
     """Write a chip and a curve per site under ``out_dir/evidence/``.
@@ -203,13 +335,17 @@ def write_evidence(
     Parameters
     ----------
     sites
-        Sites (``site_id``, ``first_seen``, geometry in the city CRS).
+        Sites (``site_id``, ``first_seen``, geometry; reprojected to ``prob``'s CRS when
+        both are known, else taken to be in it).
     composites
-        Monthly composites (time, y, x) with ``red``, ``green``, ``blue`` reflectance, on
-        the grid of ``prob``, lazy or not (only the windows around the sites are
-        computed); matched to ``prob``'s months by nearest time within 16 days.
+        Where the chip's images come from: monthly composites (time, y, x) with ``red``,
+        ``green``, ``blue`` reflectance, or a dataset holding the store's ``true_colour``
+        (the ``pixels`` group), on the grid of ``prob``, lazy or not (only the windows
+        around the sites are computed); matched to ``prob``'s months by nearest time
+        within 16 days. ``None``: the chip shows ``prob`` itself (a store without
+        imagery).
     prob
-        ``builtup_prob`` (time, y, x), 0–1.
+        ``builtup_prob`` (time, y, x), 0–1, NaN where the month had no clear view.
     out_dir
         Folder the sites are exported to; the PNGs go to ``out_dir/evidence``.
     threshold
@@ -226,14 +362,25 @@ def write_evidence(
         pixels in the window (the first month if none), *after* the latest month with
         the most clear pixels among the last three.
     """
-    missing = [b for b in RGB_BANDS if b not in composites]
-    if missing:
-        raise PayeshError(f"composites lack band(s) {missing} for true-colour chips")
+    stored = composites is not None and TRUE_COLOUR in composites
+    source: xr.Dataset | xr.DataArray | None = None
+    if composites is not None:
+        if stored:
+            source = composites[TRUE_COLOUR]
+        else:
+            missing = [b for b in RGB_BANDS if b not in composites]
+            if missing:
+                raise PayeshError(
+                    f"composites lack band(s) {missing} (or a {TRUE_COLOUR!r} variable) "
+                    "for true-colour chips"
+                )
+            source = composites[list(RGB_BANDS)]
+        # align the composites' months with prob's (a month without scenes becomes NaN)
+        source = source.reindex(time=prob["time"].values, method="nearest", tolerance="16D")
     out = Path(out_dir)
-    # align the composites' months with prob's (a month without scenes becomes NaN)
-    rgb = composites[list(RGB_BANDS)].reindex(
-        time=prob["time"].values, method="nearest", tolerance="16D"
-    )
+    wkt = _crs_wkt(prob)
+    if wkt is not None and sites.crs is not None and len(sites):
+        sites = sites.to_crs(wkt)
     x = np.asarray(prob["x"].values)
     y = np.asarray(prob["y"].values)
     times = np.asarray(prob["time"].values).astype("datetime64[ns]")
@@ -243,12 +390,28 @@ def write_evidence(
     for _, site in sites.iterrows():
         sid = str(site["site_id"])
         ys, xs = site_window(site.geometry.bounds, x, y, margin_m=margin_m)
-        win = rgb.isel(y=ys, x=xs).compute()
         pw = np.asarray(prob.isel(y=ys, x=xs).values, dtype="float64")
+        if source is None:
+            colours = _prob_colours(pw)
+            clear = np.isfinite(pw).mean(axis=(1, 2))
+        elif stored:
+            assert isinstance(source, xr.DataArray)
+            win = source.isel(y=ys, x=xs).compute()
+            colours = _stored_colours(win)
+            has = np.isfinite(np.asarray(win.values, dtype="float64")).all(axis=(1, 2, 3))
+            clear = np.isfinite(pw).mean(axis=(1, 2)) * has
+        else:
+            win_ds = source.isel(y=ys, x=xs).compute()
+            colours = np.stack(
+                [
+                    true_colour(*(win_ds[band].values[i] for band in RGB_BANDS))
+                    for i in range(times.size)
+                ]
+            )
+            clear = np.isfinite(win_ds["red"].values).mean(axis=(1, 2))
         wx, wy = x[xs], y[ys]
         dx = float(abs(x[1] - x[0])) if x.size > 1 else 10.0
         extent = (wx[0] - dx / 2, wx[-1] + dx / 2, wy[-1] - dx / 2, wy[0] + dx / 2)
-        clear = np.isfinite(win["red"].values).mean(axis=(1, 2))
         fs = pd.Timestamp(site["first_seen"]).to_datetime64()
         before_idx = np.flatnonzero(times < fs)
         if before_idx.size:
@@ -258,15 +421,15 @@ def write_evidence(
             b = 0
         last3 = np.arange(max(0, times.size - 3), times.size)
         a = int(last3[::-1][np.argmax(clear[last3][::-1])])
-        imgs = [true_colour(*(win[band].values[i] for band in RGB_BANDS)) for i in (b, a)]
         month = [f"{pd.Timestamp(times[i]):%Y-%m}" for i in (b, a)]
+        what = "" if source is not None else " P(built-up)"
         chip = site_chip_png(
-            imgs[0],
-            imgs[1],
+            colours[b],
+            colours[a],
             out / "evidence" / f"{sid}-chip.png",
             extent=extent,
             outline=site.geometry,
-            titles=(f"{sid} before: {month[0]}", f"after: {month[1]}"),
+            titles=(f"{sid} before{what}: {month[0]}", f"after{what}: {month[1]}"),
         )
         # site pixels: centres inside the polygon
         gx, gy = np.meshgrid(wx, wy)
@@ -281,6 +444,36 @@ def write_evidence(
         )
         chips.append(chip.relative_to(out).as_posix())
         curves.append(curve.relative_to(out).as_posix())
-    res["evidence_chip"] = pd.Series(chips, index=res.index, dtype=object)
-    res["evidence_curve"] = pd.Series(curves, index=res.index, dtype=object)
+    res[EVIDENCE_COLUMNS[0]] = pd.Series(chips, index=res.index, dtype=object)
+    res[EVIDENCE_COLUMNS[1]] = pd.Series(curves, index=res.index, dtype=object)
     return res
+
+
+def write_store_evidence(
+    sites: gpd.GeoDataFrame,
+    pixels: xr.Dataset,
+    out_dir: str | Path,
+    *,
+    threshold: float = BUILTUP_THRESHOLD,
+) -> gpd.GeoDataFrame:
+    """:func:`write_evidence` from the store's ``pixels`` group alone.
+
+    The chip shows the stored ``true_colour`` (the probability where a store has none),
+    the curve the stored ``builtup_prob``.
+
+    Parameters
+    ----------
+    sites
+        The sites (:func:`payesh.store.open_sites`), any CRS.
+    pixels
+        The ``pixels`` group (:func:`payesh.store.open_indicators` with
+        ``group="pixels"``), lazy: only the windows around the sites are read.
+    out_dir
+        Folder the sites are exported to.
+    threshold
+        Built-up threshold, for the curve.
+    """
+    if "builtup_prob" not in pixels:
+        raise PayeshError("the pixels group has no 'builtup_prob': no evidence can be drawn")
+    images = pixels if TRUE_COLOUR in pixels else None
+    return write_evidence(sites, images, pixels["builtup_prob"], out_dir, threshold=threshold)

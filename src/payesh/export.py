@@ -23,6 +23,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 
 from payesh.errors import ExportError
+from payesh.evidence import EVIDENCE_COLUMNS
 from payesh.sites_io import SITE_COLUMNS
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ExportError",
     "export_layer",
     "export_sites",
+    "export_sites_with_evidence",
     "export_tiles_csv",
     "tiles_to_geodataframe",
 ]
@@ -199,8 +201,10 @@ def export_sites(gdf: gpd.GeoDataFrame, path: PathLike, *, format: str = "geojso
 
     Notes
     -----
-    Columns are exactly ``site_id, first_seen, area_m2, tile, status, permit_id,
-    confidence, geometry``; in GeoJSON ``first_seen`` is an ISO date (``YYYY-MM-DD``).
+    Columns are ``site_id, first_seen, area_m2, tile, status, permit_id, confidence``,
+    then ``evidence_chip, evidence_curve`` when ``gdf`` has them
+    (:func:`payesh.evidence.write_evidence`: PNG paths relative to the file's folder),
+    then ``geometry``; in GeoJSON ``first_seen`` is an ISO date (``YYYY-MM-DD``).
     """
     if format not in ("geojson", "parquet"):
         raise _choice_error("format for sites", format, ["geojson", "parquet"])
@@ -210,8 +214,10 @@ def export_sites(gdf: gpd.GeoDataFrame, path: PathLike, *, format: str = "geojso
     if gdf.crs is None:
         raise ExportError("sites have no CRS; cannot write them in EPSG:4326")
     out = gdf.to_crs("EPSG:4326")
+    columns = [c for c in SITE_COLUMNS if c != "geometry"]
+    columns += [c for c in EVIDENCE_COLUMNS if c in gdf.columns]
     out = gpd.GeoDataFrame(
-        {c: out[c] for c in SITE_COLUMNS if c != "geometry"},
+        {c: out[c] for c in columns},
         geometry=out.geometry.values,
         crs="EPSG:4326",
     )
@@ -223,6 +229,46 @@ def export_sites(gdf: gpd.GeoDataFrame, path: PathLike, *, format: str = "geojso
     out["permit_id"] = [None if pd.isna(p) else str(p) for p in out["permit_id"]]
     # to_json writes plain lon/lat coordinates and no "crs" member, as RFC 7946 wants.
     Path(path).write_text(out.to_json(drop_id=True, na="null"), encoding="utf-8")
+
+
+def export_sites_with_evidence(
+    sites: gpd.GeoDataFrame,
+    pixels: xr.Dataset | None,
+    path: PathLike,
+    *,
+    format: str = "geojson",
+) -> gpd.GeoDataFrame:
+    """Write the sites and, beside them, each site's evidence PNGs.
+
+    Parameters
+    ----------
+    sites
+        The sites, any CRS.
+    pixels
+        The ``pixels`` group of the same run or snapshot (``builtup_prob``, and
+        ``true_colour`` for true-colour chips), lazy; ``None`` or without
+        ``builtup_prob``: the sites are written without evidence.
+    path
+        The sites file; the PNGs go to ``<its folder>/evidence/<site_id>-chip.png`` and
+        ``-curve.png``, named by the ``evidence_chip`` / ``evidence_curve`` columns
+        (paths relative to the file's folder, so the folder can be moved or zipped).
+    format
+        ``geojson`` or ``parquet``.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The sites as written (in their own CRS), with the evidence columns when drawn.
+    """
+    from payesh.evidence import write_store_evidence
+
+    if format not in ("geojson", "parquet"):
+        raise _choice_error("format for sites", format, ["geojson", "parquet"])
+    out = sites
+    if pixels is not None and "builtup_prob" in pixels and len(sites):
+        out = write_store_evidence(sites, pixels, Path(path).parent)
+    export_sites(out, path, format=format)
+    return out
 
 
 # --------------------------------------------------------------------------- rasters
@@ -263,16 +309,29 @@ def export_cog(ds: xr.Dataset, variable: str, path: PathLike, *, time: str | Non
 
     A tile-level variable becomes a raster whose pixels are the tiles. Band descriptions
     are the months (``YYYY-MM``); dates (``first_seen``) are written as decimal years.
+    A variable with a ``band`` dimension (``true_colour``: red, green, blue) is written
+    for one month as an RGB GeoTIFF, one band per ``band``.
     """
     ds = _select_time(ds, time)
     var = ds[variable]
     ydim, xdim = _spatial_dims(var)
     extra = [d for d in var.dims if d not in ("time", ydim, xdim)]
-    if extra:
+    rgb = extra == ["band"]
+    if extra and not rgb:
         raise ExportError(f"variable {variable!r} has extra dimensions {extra}")
     transform = _geotransform(ds, ydim, xdim)
     labels = _month_labels(ds) if "time" in var.dims else [""]
-    var = var.transpose(*(["time"] if "time" in var.dims else []), ydim, xdim)
+    if rgb:
+        if len(labels) != 1:
+            raise ExportError(
+                f"{variable!r} is exported one month at a time (an RGB GeoTIFF): "
+                f"give --time, one of {', '.join(labels)}"
+            )
+        var = var.squeeze("time", drop=True) if "time" in var.dims else var
+        labels = [str(b) for b in var["band"].values] if "band" in var.coords else ["", "", ""]
+        var = var.transpose("band", ydim, xdim)
+    else:
+        var = var.transpose(*(["time"] if "time" in var.dims else []), ydim, xdim)
     data, nodata, units = _raster_values(var)
     data = data.reshape(len(labels), var.sizes[ydim], var.sizes[xdim])
     if transform.e > 0:  # south-up coordinates: flip to north-up
@@ -300,6 +359,10 @@ def export_cog(ds: xr.Dataset, variable: str, path: PathLike, *, time: str | Non
         profile["nodata"] = nodata
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        if rgb and data.shape[0] == 3:  # QGIS shows it as RGB without styling
+            from rasterio.enums import ColorInterp
+
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(layer=variable, units=units, long_name=str(var.attrs.get("long_name", "")))
         for band, label in enumerate(labels, start=1):
             if label:

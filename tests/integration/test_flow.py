@@ -121,6 +121,8 @@ def test_exports_have_the_columns_spec_names(
         "status",
         "permit_id",
         "confidence",
+        "evidence_chip",
+        "evidence_curve",
         "geometry",
     ]
     assert set(sites["status"]) <= {"unauthorized", "permitted"}

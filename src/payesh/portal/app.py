@@ -430,7 +430,7 @@ def _render(c: CityData, lyr: Layer, ti: int | None, z: int, x: int, y: int) -> 
 
 
 def _chip(c: CityData, site_id: str) -> bytes:
-    from payesh.portal.chips import render_chip
+    from payesh.portal.chips import render_chip, true_colour_window
 
     if c.sites is None or "pixels" not in c.groups or "builtup_prob" not in c.groups["pixels"]:
         raise HTTPException(404, "this city has no site evidence")
@@ -457,6 +457,7 @@ def _chip(c: CityData, site_id: str) -> bytes:
         site_id=site_id,
         first_seen=row["first_seen"],
         curve=site_curves(c).get(site_id, []),
+        rgb=true_colour_window(c.groups["pixels"], rows, cols, flip_y=grid.flip_y),
     )
 
 

@@ -1,8 +1,9 @@
 """Evidence chips for a construction site: what an inspector needs to see why it was flagged.
 
-The store keeps the monthly built-up probability (``pixels/builtup_prob``), not the
-imagery, so a chip shows that probability around the site before it was first seen and
-in the latest month, with the site outlined, beside the site's probability curve.
+A chip shows the ground around the site before it was first seen and in the latest
+month, with the site outlined, beside the site's built-up probability curve. The ground is
+the store's true colour (``pixels/true_colour``, :func:`true_colour_window`) when the
+store has it, else the monthly built-up probability (``pixels/builtup_prob``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,31 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 from affine import Affine
 from matplotlib.figure import Figure
 from shapely.geometry.base import BaseGeometry
 
-__all__ = ["before_after", "render_chip"]
+__all__ = ["before_after", "render_chip", "true_colour_window"]
+
+TRUE_COLOUR = "true_colour"  # payesh.evidence.TRUE_COLOUR (not imported: keeps the portal light)
+
+
+def true_colour_window(
+    pixels: xr.Dataset, rows: slice, cols: slice, *, flip_y: bool
+) -> np.ndarray | None:
+    """The stored true colour of a window as (time, y, x, 3) uint8, north-up.
+
+    ``None`` when the store has no ``true_colour`` (made before it was kept). Months
+    without it (NaN after a merge with an older store's months) are grey.
+    """
+    if TRUE_COLOUR not in pixels:
+        return None
+    win = pixels[TRUE_COLOUR].isel(y=rows, x=cols).transpose("time", "y", "x", "band")
+    arr = np.asarray(win.compute(scheduler="synchronous").values)
+    if arr.dtype != np.uint8:
+        arr = np.where(np.isfinite(arr), arr, 128).astype("uint8")
+    return arr[:, ::-1] if flip_y else arr
 
 
 def before_after(months: Sequence[str], first_seen: pd.Timestamp | None) -> tuple[int, int]:
@@ -47,8 +68,9 @@ def render_chip(
     site_id: str,
     first_seen: pd.Timestamp | None,
     curve: Sequence[float | None],
+    rgb: np.ndarray | None = None,
 ) -> bytes:
-    """A PNG: built-up probability before / latest around the site, and its curve.
+    """A PNG: the site before / latest (true colour, else probability), and its curve.
 
     Parameters
     ----------
@@ -64,15 +86,22 @@ def render_chip(
         For the titles.
     curve
         Mean probability inside the site per month (None where missing).
+    rgb
+        True colour of the same window, (time, y, x, 3) uint8, north-up
+        (:func:`true_colour_window`); shown instead of ``prob`` when given.
     """
     i0, i1 = before_after(months, first_seen)
     fig = Figure(figsize=(7.2, 2.5), dpi=100)
     fig.patch.set_facecolor("white")
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.5]})
     for ax, i, what in ((axes[0], i0, "before"), (axes[1], i1, "latest")):
-        ax.imshow(prob[i], cmap="YlOrRd", vmin=0, vmax=1, interpolation="nearest")
+        if rgb is not None:
+            ax.imshow(rgb[i], interpolation="nearest")
+        else:
+            ax.imshow(prob[i], cmap="YlOrRd", vmin=0, vmax=1, interpolation="nearest")
         _outline(ax, geom, tr)
-        ax.set_title(f"{what}: {months[i]}", fontsize=9)
+        kind = "" if rgb is not None else " P(built-up)"
+        ax.set_title(f"{what}{kind}: {months[i]}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     ax = axes[2]
