@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 180
 export PREFECT_HOME := $(CURDIR)/data/prefect-home
 export DO_NOT_TRACK := 1
 
-.PHONY: venv demo test unit integration lint typecheck fmt bench lock clean web browser
+.PHONY: venv demo test unit integration lint typecheck fmt bench lock clean web browser reliability
 
 venv: $(STAMP)
 
@@ -33,10 +33,13 @@ demo: $(STAMP)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/payesh demo
 
-## Lint, type-check, then unit + integration tests.
+## Lint, type-check, then unit + integration tests, on TEST_WORKERS processes (whole
+## files per process: most tests wait on real servers, so two share two cores well).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) web browser lint typecheck
 	@mkdir -p $(PREFECT_HOME)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 ## The portal's front end: MapLibre GL from the npm registry (web/package-lock.json),
 ## copied into the package and served by `payesh serve` itself (no CDN).
@@ -77,6 +80,20 @@ fmt: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## The reliability campaign's long variant (docs/reliability.md): 50 SIGKILLs of the flow,
+## 5 seeds of 20 % faults, thousands of fuzzed inputs; then the page's figures are rendered
+## from what the tests recorded. `make test` runs the same tests, shorter.
+RELIABILITY_TESTS := tests/integration/reliability tests/integration/test_store_crash.py \
+  tests/integration/test_store_readers.py tests/integration/test_ops_dask.py \
+  tests/integration/test_bad_items.py tests/unit/test_properties_reliability.py \
+  tests/unit/test_store_stateful.py tests/unit/test_fuzz_inputs.py
+
+reliability: $(STAMP)
+	@mkdir -p $(PREFECT_HOME) data/reliability
+	rm -f data/reliability/figures-long.jsonl
+	PAYESH_RELIABILITY=long $(BIN)/python -m pytest $(RELIABILITY_TESTS)
+	$(BIN)/python tests/integration/reliability/render.py --variant long
 
 ## Decode floor vs. end-to-end flow on the demo city (see benchmarks/README.md).
 bench: $(STAMP)

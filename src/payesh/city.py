@@ -23,6 +23,13 @@ from payesh.errors import ManifestError
 __all__ = ["City", "cities_dir", "list_cities", "load_city"]
 
 _NAME = re.compile(r"^[a-z0-9_-]+$")
+MAX_RESOLUTION_M = 1000.0
+"""The coarsest city grid accepted, metres (Sentinel-2 is read at 10 m)."""
+MAX_TILE_SIZE_M = 100_000.0
+"""The largest tile accepted, metres (a city spans at most 2 degrees)."""
+CRS_MARGIN_DEG = 3.0
+"""How far (degrees of longitude/latitude) a city may reach beyond its CRS's area of use:
+half a UTM zone, so a city on a zone border may use the neighbouring zone."""
 
 
 def cities_dir() -> Path:
@@ -62,11 +69,21 @@ class City(BaseModel):
     title: str
     bbox: tuple[float, float, float, float]
     crs: str
-    resolution: float = Field(10.0, gt=0)
-    tile_size: float = Field(1000.0, gt=0)
+    resolution: float = Field(10.0, gt=0, le=MAX_RESOLUTION_M, allow_inf_nan=False)
+    tile_size: float = Field(1000.0, gt=0, le=MAX_TILE_SIZE_M, allow_inf_nan=False)
     permits: Path | None = None
     consumption: Path | None = None
     source: Path | None = Field(None, exclude=True)
+
+    @field_validator("bbox", "resolution", "tile_size", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        # YAML's true/false would otherwise pass as 1.0/0.0
+        if isinstance(v, bool) or (
+            isinstance(v, list | tuple) and any(isinstance(x, bool) for x in v)
+        ):
+            raise ValueError(f"{v!r} must be a number (metres or degrees), not true/false")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -89,13 +106,23 @@ class City(BaseModel):
 
     @field_validator("crs")
     @classmethod
-    def _check_crs(cls, v: str) -> str:
+    def _check_crs(cls, v: str, info: ValidationInfo) -> str:
         try:
             crs = CRS.from_user_input(v)
         except CRSError as err:
             raise ValueError(f"{v!r} is not a CRS pyproj knows") from err
         if not crs.is_projected:
             raise ValueError(f"{v!r} is not projected; use the city's UTM zone, e.g. EPSG:32638")
+        area, bbox = crs.area_of_use, info.data.get("bbox")
+        if area is not None and bbox is not None:
+            w, s, e, n = bbox
+            m = CRS_MARGIN_DEG
+            if w < area.west - m or e > area.east + m or s < area.south - m or n > area.north + m:
+                raise ValueError(
+                    f"{v!r} is meant for lon {area.west:g}..{area.east:g}, lat "
+                    f"{area.south:g}..{area.north:g}, not for the city's bbox {list(bbox)}; "
+                    f"use the UTM zone the city lies in"
+                )
         return v
 
     @field_validator("tile_size")
@@ -129,8 +156,32 @@ def _format_validation(path: Path, err: ValidationError) -> str:
         )
     elif first["type"] == "missing":
         msg = "required key is missing"
+    elif first["type"] != "value_error":  # pydantic's own words do not show the value
+        msg += f" (got {first.get('input')!r})"
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
     return f"{path}: key '{key}': {msg}{more}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice (PyYAML keeps the last one)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _mapping_without_duplicates,
+)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -141,12 +192,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ManifestError(f"{path}: not valid YAML{where}: {problem}") from err
+    if data is None:
+        raise ManifestError(
+            f"{path}: the manifest is empty; it needs at least name, title, bbox, crs"
+        )
     if not isinstance(data, dict):
         raise ManifestError(
             f"{path}: a manifest is a YAML mapping of keys, got {type(data).__name__}"
@@ -183,8 +238,14 @@ def load_city(name_or_path: str | os.PathLike[str]) -> City:
             continue
         if not isinstance(value, str):
             raise ManifestError(f"{path}: key '{key}': expected a path, got {value!r}")
-        resolved = (root / value).resolve()
-        if not resolved.is_file():
+        try:
+            resolved = (root / value).resolve()
+            found = resolved.is_file()
+        except (OSError, ValueError) as err:  # a NUL byte, a name too long for the OS
+            raise ManifestError(
+                f"{path}: key '{key}': {value!r} is not a usable path: {err}"
+            ) from err
+        if not found:
             raise ManifestError(f"{path}: key '{key}': file {resolved} does not exist")
         data[key] = resolved
     try:

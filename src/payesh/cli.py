@@ -14,8 +14,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from payesh.errors import PayeshError, PayeshWarning
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from payesh.city import City
 
 __all__ = ["main"]
 
@@ -80,14 +86,18 @@ def _run(
     dask: str | None,
     collections: list[str] | None,
     export_dir: str | None,
+    force: bool = False,
 ) -> dict[str, object]:
     from payesh.city import load_city
     from payesh.period import Period
     from payesh.plan import plan_run
 
     # Pre-flight, before Prefect starts: bad input fails here with one line, and
-    # nothing has touched the store.
-    plan = plan_run(load_city(city), catalog, Period.parse(start, end), collections=collections)
+    # nothing has touched the store. The records are read now, not after the months
+    # are loaded: a broken permits or consumption file is found in seconds.
+    the_city = load_city(city)
+    _check_records(the_city)
+    plan = plan_run(the_city, catalog, Period.parse(start, end), collections=collections)
     print(plan.summary())
 
     # Without a Prefect server configured, Prefect starts a temporary one; its first start
@@ -107,7 +117,18 @@ def _run(
             dask_address=dask,
             collections=collections,
             export_dir=export_dir,
+            force=force,
         )
+
+
+def _check_records(city: City) -> None:
+    """Read the permits and consumption ``city`` points to; raises ``ManifestError`` if bad."""
+    from payesh.records import read_consumption, read_permits
+
+    if city.permits is not None:
+        read_permits(city.permits)
+    if city.consumption is not None:
+        read_consumption(city.consumption)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -129,6 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dask=args.dask or os.environ.get("PAYESH_DASK_ADDRESS"),
         collections=args.collections.split(",") if args.collections else None,
         export_dir=args.export_dir,
+        force=args.force,
     )
     if result.get("status") == "nothing new":
         print(f"nothing new: {result['store']} already holds this run ({result['snapshot']})")
@@ -136,6 +158,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"committed {result['snapshot']} to {result['store']}")
     for kind, path in dict(result.get("exports", {})).items():  # type: ignore[call-overload]
         print(f"exported {kind}: {path}")
+    return 0
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from payesh.city import load_city
+    from payesh.period import Period
+    from payesh.runkeys import backfill_periods
+
+    _check_records(load_city(args.city))  # validate before anything starts
+    pieces = backfill_periods(Period.parse(args.start, args.end), args.step)
+    print(f"backfill {args.city} {args.start}..{args.end}: {len(pieces)} run(s) of one {args.step}")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.monitor import backfill_city
+
+    with _progress():
+        results = backfill_city(
+            city=args.city,
+            catalog=args.catalog or os.environ.get("PAYESH_CATALOG", EARTH_SEARCH),
+            start=args.start,
+            end=args.end,
+            store=args.store,
+            step=args.step,
+            dask_address=args.dask or os.environ.get("PAYESH_DASK_ADDRESS"),
+            collections=args.collections.split(",") if args.collections else None,
+        )
+    for result in results:
+        if result.get("status") == "nothing new":
+            print(f"{result['period']}: nothing new ({result['snapshot']})")
+        else:
+            print(f"{result['period']}: committed {result['snapshot']}")
+    print(f"store: {results[-1]['store']}" if results else "nothing to run")
     return 0
 
 
@@ -194,7 +248,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from payesh.city import load_city
     from payesh.errors import ExportError
-    from payesh.export import export_sites, export_tiles_csv
+    from payesh.export import export_sites_with_evidence, export_tiles_csv
     from payesh.store import open_indicators, open_sites
 
     city = load_city(args.city)
@@ -203,8 +257,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.layer == "sites":
         if args.format not in ("geojson", "parquet"):
             raise ExportError(f"layer 'sites' exports as geojson or parquet, not {args.format!r}")
-        sites = open_sites(city.name, store=args.store, version=args.version)
-        export_sites(sites, out, format=args.format)
+        # the evidence (chips from pixels/true_colour) and the sites of one snapshot
+        pixels = _pixels_of(city.name, args.store, args.version)
+        version = args.version if pixels is None else pixels.attrs.get("snapshot_id")
+        sites = open_sites(city.name, store=args.store, version=version)
+        sites = export_sites_with_evidence(sites, pixels, out, format=args.format)
+        if "evidence_chip" in sites.columns:
+            print(f"wrote {len(sites)} site(s)' evidence in {out.parent / 'evidence'}")
     elif args.layer == "tiles" and args.format == "csv":
         tiles = open_indicators(city.name, store=args.store, version=args.version)
         export_tiles_csv(tiles, out, time=args.time)
@@ -220,6 +279,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out}")
     return 0
+
+
+def _pixels_of(city: str, store: str, version: str | None) -> xr.Dataset | None:
+    """The ``pixels`` group (lazy) of ``version``, or None when the store has none."""
+    from payesh.errors import StoreError
+    from payesh.store import open_indicators
+
+    try:
+        return open_indicators(city, store=store, group="pixels", version=version)
+    except StoreError:
+        return None
 
 
 def export_layer_any(
@@ -389,7 +459,36 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
     r.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
     r.add_argument("--export-dir", help="also export tiles CSV and sites GeoJSON here")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute and commit even when every product-month was already committed "
+        "from the same inputs (by default such a run ends 'nothing new')",
+    )
     r.set_defaults(func=_cmd_run)
+
+    b = sub.add_parser(
+        "backfill",
+        help="fill a city's store for a past period, one committed run per month or year",
+        description="Run the backfill flow: START..END cut into calendar years (or months), "
+        "each a committed run of its own; a piece already committed from the same inputs "
+        "(same STAC items, code and model) ends 'nothing new', so re-running a backfill "
+        "that stopped resumes it.",
+    )
+    b.add_argument("city", help="a manifest name (datasets/cities) or a manifest path")
+    b.add_argument("--start", required=True, help="first month, YYYY-MM")
+    b.add_argument("--end", required=True, help="last month, YYYY-MM")
+    b.add_argument(
+        "--step",
+        choices=("month", "year"),
+        default="year",
+        help="one run per calendar year (default) or per month",
+    )
+    b.add_argument("--catalog", help=f"STAC API URL or catalog.json path (default: {EARTH_SEARCH})")
+    b.add_argument("--store", default=_default_store(), help=store_help)
+    b.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
+    b.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
+    b.set_defaults(func=_cmd_backfill)
 
     e = sub.add_parser("export", help="export a layer from a city's store")
     e.add_argument("city")

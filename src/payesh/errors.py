@@ -20,6 +20,22 @@ class SourceError(PayeshError):
     """Imagery could not be found or read: catalog, search, assets."""
 
 
+class NoReadableItemsError(SourceError):
+    """Every item of a batch (a product-month) is bad: none can be read.
+
+    ``problems`` says why, one line per item; ``remote`` is true when any file was
+    read over a network, where a failure may be an outage rather than a bad file.
+    A month whose local files are all bad is stored as missing
+    (:mod:`payesh.monthly`); a remote one stays an error, so that the run is retried
+    and nothing is committed.
+    """
+
+    def __init__(self, message: str, *, problems: list[str], remote: bool) -> None:
+        super().__init__(message)
+        self.problems = problems
+        self.remote = remote
+
+
 class StoreError(PayeshError):
     """The indicator store cannot be opened, read or committed."""
 

@@ -2,7 +2,7 @@
 
 The city grid covers the manifest's bbox in the city's projected CRS, snapped outward
 to whole tiles whose edges fall on multiples of ``tile_size`` metres (an overhang of
-less than 5 % of a tile is ignored). Tiles are numbered
+less than 5 % of a tile is ignored, but a city always gets at least one tile). Tiles are numbered
 from the north-west corner and named ``r{row:03d}c{col:03d}``; tile ``(r, c)`` is exactly
 pixels ``[r*k:(r+1)*k, c*k:(c+1)*k]`` of the city grid (``k = tile_size / resolution``),
 so every pixel belongs to exactly one tile.
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from affine import Affine
 from odc.geo import geom
 from odc.geo.geobox import GeoBox
 
@@ -53,12 +54,23 @@ def _projected_bounds(city: City) -> tuple[float, float, float, float]:
     b = poly.boundingbox
     t = city.tile_size
     tol = SNAP_TOLERANCE * t
-    return (
-        math.floor((b.left + tol) / t) * t,
-        math.floor((b.bottom + tol) / t) * t,
-        math.ceil((b.right - tol) / t) * t,
-        math.ceil((b.top - tol) / t) * t,
-    )
+    left, right = _snap(b.left, b.right, t, tol)
+    bottom, top = _snap(b.bottom, b.top, t, tol)
+    return left * t, bottom * t, right * t, top * t
+
+
+def _snap(lo: float, hi: float, t: float, tol: float) -> tuple[int, int]:
+    """Tile indices ``[first, stop)`` covering ``lo..hi`` (metres), edges within ``tol`` ignored.
+
+    A city narrower than twice the tolerance still gets the one tile holding its centre
+    (ignoring the overhang on both sides would leave it no tile at all).
+    """
+    first = math.floor((lo + tol) / t)
+    stop = math.ceil((hi - tol) / t)
+    if stop <= first:
+        first = math.floor((lo + hi) / 2 / t)
+        stop = first + 1
+    return first, stop
 
 
 def city_geobox(city: City) -> GeoBox:
@@ -80,7 +92,12 @@ def aligned_geobox(city: City, resolution: float) -> GeoBox:
     per_tile = max(1, round(city.tile_size / resolution))
     res = city.tile_size / per_tile
     left, bottom, right, top = _projected_bounds(city)
-    return GeoBox.from_bbox((left, bottom, right, top), crs=city.crs, resolution=res)
+    # built from whole tiles, not snapped by GeoBox.from_bbox: with a pixel size such as
+    # 320/21 m, snapping the bounds to multiples of it in floating point can lose or add
+    # a pixel, and the grid would no longer end on the tiles' edges
+    cols = round((right - left) / city.tile_size) * per_tile
+    rows = round((top - bottom) / city.tile_size) * per_tile
+    return GeoBox((rows, cols), Affine(res, 0.0, left, 0.0, -res, top), city.crs)
 
 
 def ntl_geobox(
@@ -113,8 +130,6 @@ def ntl_geobox(
     n = oy + math.ceil((b.top - oy) / resolution - 1e-9) * resolution
     width = round((e - w) / resolution)
     height = round((n - s) / resolution)
-    from affine import Affine
-
     transform = Affine(resolution, 0.0, w, 0.0, -resolution, n)
     return GeoBox((height, width), transform, "EPSG:4326")
 

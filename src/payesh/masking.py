@@ -65,9 +65,12 @@ def scl_clear(scl: xr.DataArray, *, mask_snow: bool = False, buffer_px: int = 0)
     if buffer_px > 0:
         cloudy = scl.isin(list(_SCL_CLOUDY))
         if cloudy.chunks is not None:
+            # dask refuses an overlap deeper than the array; an overlap as deep as the
+            # whole axis already shows every chunk all of its neighbours
+            _, ny, nx = cloudy.shape
             grown = cloudy.data.map_overlap(
                 _dilate,
-                depth={0: 0, 1: buffer_px, 2: buffer_px},
+                depth={0: 0, 1: min(buffer_px, ny), 2: min(buffer_px, nx)},
                 boundary=False,
                 buffer_px=buffer_px,
                 dtype=bool,

@@ -17,7 +17,12 @@ from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_zeros
 
 from payesh.composite import monthly_composite
-from payesh.errors import CloudyMonthWarning
+from payesh.errors import (
+    BadItemWarning,
+    CloudyMonthWarning,
+    MissingDataWarning,
+    NoReadableItemsError,
+)
 from payesh.masking import mask_landsat, mask_s2, mask_viirs
 from payesh.sources.aligned import s2_month_aligned
 from payesh.sources.load import S2_REFLECTANCE, load_landsat_lst, load_s2, load_viirs
@@ -48,7 +53,67 @@ def empty_month(
     return out
 
 
+def _all_bad(
+    err: NoReadableItemsError,
+    items: Sequence[pystac.Item],
+    month: pd.Timestamp,
+    what: str,
+    empty: xr.Dataset,
+) -> xr.Dataset:
+    """A month whose every item is bad, stored as missing; each item warned and listed.
+
+    Only for files read locally: where any was read over a network the failure may be
+    an outage, and ``err`` is raised again so that the task is retried and, failing
+    that, the run stops before anything is committed.
+    """
+    if err.remote:
+        raise err
+    for problem in err.problems:
+        warnings.warn(f"{problem}; item skipped", BadItemWarning, stacklevel=3)
+    warnings.warn(
+        f"{what} {month:%Y-%m}: every one of its {len(items)} item(s) is bad; the month is "
+        f"stored as missing (valid_fraction 0)",
+        MissingDataWarning,
+        stacklevel=3,
+    )
+    empty.attrs["skipped_items"] = [i.id for i in items]
+    return empty
+
+
+NTL_VALID_RANGE: tuple[float, float] = (-100.0, 1.0e5)
+"""Night-light radiance (nW·cm⁻²·sr⁻¹) outside this is not a measurement (a fill value,
+an overflow, ±inf): such pixels are missing, not lit or dark. Real monthly composites
+dip slightly below 0 (background noise) and reach a few thousand over gas flares."""
+
+
+def _mask_out_of_range(ds: xr.Dataset, month: pd.Timestamp, *, count: bool) -> xr.Dataset:
+    """``ds`` with impossible radiance set to NaN; with ``count``, a warning saying how
+    many pixels (this reads the month's small night-light crop once more)."""
+    lo, hi = NTL_VALID_RANGE
+    rad = ds["radiance"]
+    bad = rad.notnull() & ~((rad >= lo) & (rad <= hi))
+    out = ds.copy()
+    out["radiance"] = rad.where(~bad)
+    out["radiance"].attrs = rad.attrs
+    if not count:
+        return out
+    v = np.asarray(rad.values)  # one read; the mask above stays lazy
+    flags = ~np.isnan(v) & ~((v >= lo) & (v <= hi))
+    if flags.any():
+        values = v[flags]
+        warnings.warn(
+            f"night lights {month:%Y-%m} (items {', '.join(ds.attrs.get('source_items', []))}): "
+            f"{int(flags.sum())} pixel(s) with radiance outside {lo:g}..{hi:g} nW cm-2 sr-1 "
+            f"(from {float(values.min()):g} to {float(values.max()):g}) are stored as missing",
+            MissingDataWarning,
+            stacklevel=3,
+        )
+    return out
+
+
 def _warn_if_cloudy(comp: xr.Dataset, month: pd.Timestamp, what: str) -> None:
+    if comp["clear_count"].chunks is not None:
+        return  # lazy: building the month must not compute it
     if int(comp["clear_count"].max()) == 0:
         warnings.warn(
             f"{what} {month:%Y-%m}: no clear observation; stored as missing",
@@ -82,21 +147,26 @@ def s2_month(
         and ``obs_count`` int16; dims (time=1, y, x). ``attrs["source_items"]`` lists the
         item ids read.
     """
+    variables = {b: "float32" for b in bands} | {"clear_count": "int16", "obs_count": "int16"}
     if not items:
-        variables = {b: "float32" for b in bands} | {"clear_count": "int16", "obs_count": "int16"}
         return empty_month(geobox, month, variables)
-    if chunks is None:
-        fast = s2_month_aligned(
-            items, geobox, month, bands=bands, buffer_px=buffer_px, threads=threads
-        )
-        if fast is not None:
-            return with_skipped(fast, items)
-    raw = load_s2(items, geobox, bands=bands, chunks=chunks)
+    try:
+        if chunks is None:
+            fast = s2_month_aligned(
+                items, geobox, month, bands=bands, buffer_px=buffer_px, threads=threads
+            )
+            if fast is not None:
+                _warn_if_cloudy(fast, month, "Sentinel-2")
+                return with_skipped(fast, items)
+        raw = load_s2(items, geobox, bands=bands, chunks=chunks)
+    except NoReadableItemsError as err:
+        return _all_bad(err, items, month, "Sentinel-2", empty_month(geobox, month, variables))
     masked = mask_s2(raw, tuple(bands), buffer_px=buffer_px)
     comp = monthly_composite(masked, bands, pd.DatetimeIndex([month]), how="median")
     for name in comp.data_vars:  # odc-stac's DN nodata means nothing on composites
         comp[name].attrs.pop("nodata", None)
     comp.attrs["source_items"] = list(raw.attrs["source_items"])
+    _warn_if_cloudy(comp, month, "Sentinel-2")
     return with_skipped(comp, items)
 
 
@@ -108,11 +178,18 @@ def landsat_month(
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
     """Monthly mean clear-sky land surface temperature (°C) with its count ``lst_count``."""
-    if not items:
+
+    def empty() -> xr.Dataset:
         out = empty_month(geobox, month, {"lst": "float32", "lst_count": "int16"})
         out["lst"].attrs.update(units="degC", long_name="land surface temperature")
         return out
-    raw = load_landsat_lst(items, geobox, chunks=chunks)
+
+    if not items:
+        return empty()
+    try:
+        raw = load_landsat_lst(items, geobox, chunks=chunks)
+    except NoReadableItemsError as err:
+        return _all_bad(err, items, month, "Landsat", empty())
     masked = mask_landsat(raw)
     comp = monthly_composite(masked, ["lst"], pd.DatetimeIndex([month]), how="mean")
     out = xr.Dataset({"lst": comp["lst"], "lst_count": comp["clear_count"]})
@@ -129,12 +206,20 @@ def viirs_month(
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
     """The month's night lights on their native grid; ``cf_cvg == 0`` is missing, not dark."""
-    if not items:
+
+    def empty() -> xr.Dataset:
         out = empty_month(geobox, month, {"radiance": "float32", "cf_cvg": "uint16"})
         out = out.rename({"latitude": "y", "longitude": "x"}) if "latitude" in out.dims else out
         out["radiance"].attrs.update(units="nW cm-2 sr-1", long_name="night-time radiance")
         return out
-    raw = mask_viirs(load_viirs(items, geobox, chunks=chunks))
+
+    if not items:
+        return empty()
+    try:
+        raw = mask_viirs(load_viirs(items, geobox, chunks=chunks))
+        raw = _mask_out_of_range(raw, month, count=chunks is None)
+    except NoReadableItemsError as err:
+        return _all_bad(err, items, month, "night lights", empty())
     if raw.sizes["time"] > 1:  # several composites in one month: weight by clear observations
         w = raw["cf_cvg"].astype("float32")
         rad = (raw["radiance"].fillna(0) * w).sum("time") / w.sum("time").where(w.sum("time") > 0)

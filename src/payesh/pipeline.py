@@ -26,6 +26,7 @@ import payesh
 from payesh import runkeys
 from payesh.classifier import BuiltupModel, builtup_probability, default_model_path, load_model
 from payesh.errors import PayeshError
+from payesh.evidence import TRUE_COLOUR, true_colour_layer
 from payesh.grid import tile_grid
 from payesh.indicators import construction, energy
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
@@ -70,6 +71,14 @@ class MonthlyData:
                 continue
             items[key] = sorted({i for p in parts for i in p.attrs.get("source_items", [])})
             skipped[key] = sorted({i for p in parts for i in p.attrs.get("skipped_items", [])})
+            # a month with no data (payesh.monthly.empty_month) has no spatial_ref: the
+            # others' CRS is its CRS too (one grid per product)
+            ref = next((p.coords["spatial_ref"] for p in parts if "spatial_ref" in p.coords), None)
+            if ref is not None:
+                parts = [
+                    p if "spatial_ref" in p.coords else p.assign_coords(spatial_ref=ref)
+                    for p in parts
+                ]
             ds = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
             ds.attrs.pop("source_items", None)
             ds.attrs.pop("skipped_items", None)
@@ -119,11 +128,13 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
 
 
 def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) -> xr.Dataset:
-    """What a run keeps of a Sentinel-2 month: ``builtup_prob`` and the counts.
+    """What a run keeps of a Sentinel-2 month: ``builtup_prob``, ``true_colour``, the counts.
 
     Classifying each month as soon as its composite exists lets the run drop the six
-    reflectance bands (24 bytes a pixel) and keep 8 bytes a pixel per month; the
+    reflectance bands (24 bytes a pixel) and keep 11 bytes a pixel per month; the
     probability is pixel-local, so this equals classifying the year's cube at once.
+    ``true_colour`` (uint8 red/green/blue, :func:`payesh.evidence.true_colour_layer`) is
+    what the sites' evidence chips show.
     """
     model = model or cached_model()
     bare = composite.copy()
@@ -132,6 +143,7 @@ def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) ->
     out = xr.Dataset(
         {"builtup_prob": prob, "clear_count": composite["clear_count"]}
         | ({"obs_count": composite["obs_count"]} if "obs_count" in composite else {})
+        | {TRUE_COLOUR: true_colour_layer(bare).compute()}
     )
     out.attrs = dict(composite.attrs)
     return out
@@ -198,6 +210,11 @@ def compute_indicators(
         )
         tiles["valid_fraction"] = _valid_fraction(monthly.s2, tg)
         groups["pixels"] = xr.Dataset({"builtup_prob": prob, "first_seen": first_seen})
+        if TRUE_COLOUR in monthly.s2 or "red" in monthly.s2:  # the sites' evidence chips
+            tc = monthly.s2.get(TRUE_COLOUR)
+            groups["pixels"][TRUE_COLOUR] = (
+                tc if tc is not None else true_colour_layer(monthly.s2)
+            ).compute()
 
     if monthly.viirs is not None:
         ntl = monthly.viirs
@@ -239,12 +256,22 @@ def compute_indicators(
         "electricity_model": json.dumps(model_card, default=str),
         "source_items": json.dumps(dict(monthly.source_items)),
         # items found but not read (bad asset, CRS, checksum, truncated file): see warnings
-        "skipped_items": json.dumps(dict(monthly.skipped_items)),
+        # (at planning: no asset, no CRS; at reading: the file) — both counted here
+        "skipped_items": json.dumps(_all_skipped(plan, monthly)),
         # what each product-month was computed from: lets a re-run skip (payesh.runkeys)
         runkeys.KEYS_ATTR: json.dumps(runkeys.plan_keys(plan, model_version=given_model)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return Indicators(groups=groups, sites=sites, provenance=provenance)
+
+
+def _all_skipped(plan: RunPlan, monthly: MonthlyData) -> dict[str, list[str]]:
+    """Item ids skipped when planning and when reading, by product."""
+    keys = sorted(set(plan.skipped) | set(monthly.skipped_items))
+    return {
+        k: sorted(set(plan.skipped.get(k, [])) | set(monthly.skipped_items.get(k, [])))
+        for k in keys
+    }
 
 
 def store_location(city: Any, store: str) -> str:
@@ -267,17 +294,23 @@ def commit(plan: RunPlan, result: Indicators, *, store: str) -> str:
 
 
 def export_run(plan: RunPlan, result: Indicators, out_dir: str | Path) -> dict[str, str]:
-    """Write the tiles CSV and the sites GeoJSON of a run into ``out_dir``, and, when the
-    run calibrated an electricity model, its card as ``out_dir/models/electricity-<city>.md``."""
-    from payesh.export import export_sites, export_tiles_csv
+    """Write the tiles CSV and the sites GeoJSON of a run into ``out_dir``, with each site's
+    evidence (``out_dir/evidence/<site_id>-chip.png``, ``-curve.png``, named in the sites'
+    ``evidence_chip`` / ``evidence_curve`` columns), and, when the run calibrated an
+    electricity model, its card as ``out_dir/models/electricity-<city>.md``."""
+    from payesh.export import export_sites_with_evidence, export_tiles_csv
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tiles_csv = out / f"{plan.city.name}-tiles.csv"
     sites_json = out / f"{plan.city.name}-sites.geojson"
     export_tiles_csv(result.groups["tiles"], tiles_csv)
-    export_sites(result.sites, sites_json, format="geojson")
+    sites = export_sites_with_evidence(
+        result.sites, result.groups.get("pixels"), sites_json, format="geojson"
+    )
     written = {"tiles": str(tiles_csv), "sites": str(sites_json)}
+    if "evidence_chip" in sites.columns:
+        written["evidence"] = str(out / "evidence")
     card = json.loads(result.provenance.get("electricity_model") or "{}")
     if "cv_r2" in card:  # the run calibrated an electricity model: its card
         from payesh.indicators.electricity_card import write_model_card

@@ -36,6 +36,10 @@ PERMIT_OPTIONAL_COLUMNS: tuple[str, ...] = (
 is refused, so a misspelt ``issued`` (``issue_date``) cannot pass unnoticed."""
 
 
+MAX_MWH_PER_MONTH = 1e9
+"""Reported consumption above this (MWh in one month, about half the world's) is refused."""
+
+
 class PermitsRepairedWarning(PayeshWarning):
     """Some permit geometries were invalid and were repaired with ``shapely.make_valid``."""
 
@@ -67,13 +71,30 @@ def read_permits(path: str | Path) -> gpd.GeoDataFrame:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: permits file not found")
+    if path.stat().st_size == 0:
+        raise ManifestError(f"{path}: the permits file is empty")
     try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)
-        else:
-            gdf = gpd.read_file(path)
+        with warnings.catch_warnings():
+            # GDAL reports malformed features (e.g. a coordinate with one number) as a
+            # RuntimeWarning and reads on without them: refuse the file, naming it
+            warnings.simplefilter("error", RuntimeWarning)
+            if path.suffix.lower() in (".parquet", ".geoparquet"):
+                gdf = gpd.read_parquet(path)
+            else:
+                gdf = gpd.read_file(path)
+    except UnicodeDecodeError as err:
+        raise ManifestError(
+            f"{path}: permits are not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from err
     except Exception as err:  # pyogrio/arrow raise many types for unreadable files
         raise ManifestError(f"{path}: cannot read permits: {err}") from err
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise ManifestError(f"{path}: permits have no geometry column; give polygons")
+    if len(gdf) == 0:
+        raise ManifestError(
+            f"{path}: the permits file has no features; remove the manifest's 'permits' key "
+            f"if the city has issued none"
+        )
     geom_col = gdf.geometry.name if isinstance(gdf, gpd.GeoDataFrame) else "geometry"
     for col in PERMIT_COLUMNS:
         if col not in gdf.columns:
@@ -122,6 +143,15 @@ def read_permits(path: str | Path) -> gpd.GeoDataFrame:
                 f"{path}: {_feature(gdf, i)} is not a polygon with area "
                 f"({geoms[i].geom_type}); permits are parcels"
             )
+        bounds = shapely.bounds(poly)
+        lon_lat = gdf.crs.is_geographic and not (
+            -180 <= bounds[0] <= bounds[2] <= 180 and -90 <= bounds[1] <= bounds[3] <= 90
+        )
+        if not np.isfinite(bounds).all() or lon_lat:
+            raise ManifestError(
+                f"{path}: {_feature(gdf, i)} has coordinates out of range "
+                f"(bounds {[float(b) for b in bounds]} in {gdf.crs.to_string()})"
+            )
         polys[i] = poly
     if invalid.any():
         which = ", ".join(_feature(gdf, int(i)) for i in np.flatnonzero(invalid)[:5])
@@ -149,8 +179,12 @@ def read_consumption(path: str | Path) -> pd.Series:
     """
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype={"month": str})
-    except (OSError, ValueError, UnicodeDecodeError) as err:
+        df = pd.read_csv(path, dtype={"month": str, "mwh": str}, keep_default_na=False)
+    except UnicodeDecodeError as err:
+        raise ManifestError(
+            f"{path}: consumption is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from err
+    except (OSError, ValueError) as err:
         raise ManifestError(f"{path}: cannot read consumption CSV: {err}") from err
     for col in ("month", "mwh"):
         if col not in df.columns:
@@ -161,10 +195,21 @@ def read_consumption(path: str | Path) -> pd.Series:
         months = pd.to_datetime(df["month"], format="%Y-%m")
     except ValueError as err:
         raise ManifestError(f"{path}: column 'month' must be YYYY-MM: {err}") from err
+    twice = months[months.duplicated()]
+    if len(twice):
+        raise ManifestError(f"{path}: month {twice.iloc[0]:%Y-%m} is given twice")
     mwh = pd.to_numeric(df["mwh"], errors="coerce")
     if mwh.isna().any():
-        bad = df.loc[mwh.isna(), "mwh"].iloc[0]
-        raise ManifestError(f"{path}: column 'mwh' has a value that is not a number: {bad!r}")
-    if (mwh < 0).any():
-        raise ManifestError(f"{path}: column 'mwh' has a negative value: {float(mwh.min())}")
+        i = int(np.argmax(mwh.isna().to_numpy()))
+        raise ManifestError(
+            f"{path}: month {months.iloc[i]:%Y-%m}: 'mwh' is missing or not a number "
+            f"({df['mwh'].iloc[i]!r})"
+        )
+    out_of_range = ~mwh.between(0, MAX_MWH_PER_MONTH)
+    if out_of_range.any():
+        i = int(np.argmax(out_of_range.to_numpy()))
+        raise ManifestError(
+            f"{path}: month {months.iloc[i]:%Y-%m}: 'mwh' {float(mwh.iloc[i])!r} is outside "
+            f"0..{MAX_MWH_PER_MONTH:g} MWh (a city's electricity in one month)"
+        )
     return pd.Series(mwh.to_numpy(dtype=float), index=pd.DatetimeIndex(months), name="mwh")

@@ -466,6 +466,11 @@ def _merge_months(name: str, old: xr.Dataset, new: xr.Dataset) -> xr.Dataset:
     parts = []
     for part, names in ((keep, old_t), (new, new_t)):
         part = part[names].drop_vars([c for c in part.coords if "time" not in part[c].dims])
+        for v in names:
+            if part[v].dtype.kind in "OTU":
+                # text (e.g. load_suspect_reason) is small: concatenated as Python strings,
+                # since Dask cannot concatenate a stored StringDType with a numpy '<U' array
+                part[v] = part[v].copy(data=np.asarray(part[v].values).astype(object))
         parts.append(part.assign_coords(spatial))
     merged = xr.concat(
         parts, dim="time", data_vars="all", coords="minimal", compat="override", join="override"
@@ -716,6 +721,9 @@ def open_indicators(
             f"run `payesh run {city_name}` to compute it"
         )
     ds = xr.open_zarr(session.store, group=group, consolidated=False, chunks={})
+    # the store lists a group's arrays in no fixed order: sort them, so that the same
+    # snapshot always gives the same dataset (CSV columns, layer lists, notebooks)
+    ds = ds[sorted(map(str, ds.data_vars))]
     root_attrs = dict(zarr.open_group(session.store, mode="r").attrs)
     ds.attrs = {**root_attrs, **ds.attrs, SNAPSHOT_ATTR: str(session.snapshot_id)}
     return ds

@@ -5,8 +5,9 @@
   ``Content-Range``, HEAD) or forwards every request to an upstream server (a reverse
   proxy that rewrites the upstream's own URL in bodies to its own), and in both modes can
   be told to misbehave: answer a status (503, 429 with ``Retry-After``), stall, drop the
-  connection, or cut a body short — for the next N requests, forever, or at a seeded rate.
-  Every request is logged (:attr:`FaultyServer.hits`).
+  connection, cut a body short, or flip one bit of a COG's tile bytes in its body — for
+  the next N requests, forever, or at a seeded rate drawing from one fault or a mix of
+  them (:func:`fault_mix`). Every request is logged (:attr:`FaultyServer.hits`).
 * :func:`start_rustac` — ``rustac serve`` (a real STAC API, in-memory backend) loaded with
   collection files and one ``FeatureCollection`` of items; it is ready when its landing
   page answers.
@@ -57,17 +58,40 @@ class Hit:
     method: str
     path: str
     range: str | None
-    status: int | str  # an HTTP status, or "stall"/"reset"/"truncate"
+    status: int | str  # an HTTP status, or "stall"/"reset"/"truncate"/"bitflip"
 
 
 @dataclass
 class Fault:
     """What to do instead of answering normally."""
 
-    kind: str = "status"  # "status" | "stall" | "reset" | "truncate"
+    kind: str = "status"  # "status" | "stall" | "reset" | "truncate" | "bitflip"
     status: int = 503
     retry_after: float | None = None
     seconds: float = 0.0  # for "stall"
+
+    @property
+    def label(self) -> str:
+        """What the request log and the figures call it: ``429``, ``stall``, ``bitflip``…"""
+        return str(self.status) if self.kind == "status" else self.kind
+
+
+#: The kinds of fault a mix draws from (one each): what a real provider does on a bad day.
+def fault_mix(*, stall_s: float) -> list[Fault]:
+    """429 (``Retry-After`` 0 and 1 s), 500, 502, 503, a stall of ``stall_s`` seconds, a
+    connection reset, a truncated body and a bit flipped in a COG's tile bytes (in a 200 or
+    206 body of a ``.tif`` past its header; any other request is answered normally)."""
+    return [
+        Fault(status=429, retry_after=0),
+        Fault(status=429, retry_after=1),
+        Fault(status=500),
+        Fault(status=502),
+        Fault(status=503),
+        Fault(kind="stall", seconds=stall_s),
+        Fault(kind="reset"),
+        Fault(kind="truncate"),
+        Fault(kind="bitflip"),
+    ]
 
 
 class Faults:
@@ -78,7 +102,7 @@ class Faults:
         self._queue: list[Fault] = []
         self._always: Fault | None = None
         self._rate = 0.0
-        self._rate_fault = Fault()
+        self._rate_faults: list[Fault] = [Fault()]
         self._rng = random.Random(0)
 
     def next(self, n: int, **fault: Any) -> None:
@@ -91,10 +115,14 @@ class Faults:
         with self._lock:
             self._always = Fault(**fault)
 
-    def rate(self, p: float, *, seed: int = 0, **fault: Any) -> None:
-        """Each request fails with probability ``p`` (seeded)."""
+    def rate(
+        self, p: float, *, seed: int = 0, mix: list[Fault] | None = None, **fault: Any
+    ) -> None:
+        """Each request fails with probability ``p`` (seeded): with ``Fault(**fault)``, or
+        with one drawn uniformly from ``mix`` (e.g. :func:`fault_mix`)."""
         with self._lock:
-            self._rate, self._rng, self._rate_fault = p, random.Random(seed), Fault(**fault)
+            self._rate, self._rng = p, random.Random(seed)
+            self._rate_faults = list(mix) if mix else [Fault(**fault)]
 
     def clear(self) -> None:
         with self._lock:
@@ -109,8 +137,13 @@ class Faults:
             if self._always is not None:
                 return self._always
             if self._rate and self._rng.random() < self._rate:
-                return self._rate_fault
+                return self._rng.choice(self._rate_faults)
             return None
+
+    def randrange(self, start: int, stop: int) -> int:
+        """A seeded choice in ``[start, stop)`` (where to flip a bit)."""
+        with self._lock:
+            return self._rng.randrange(start, stop)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -136,15 +169,18 @@ class _Handler(BaseHTTPRequestHandler):
         if length:
             body = self.rfile.read(length)
         fault = self.server.faults.draw()
-        if fault is not None and fault.kind != "truncate":
+        if fault is not None and fault.kind not in ("truncate", "bitflip"):
             self._fault(fault)
             return
-        truncate = fault is not None
+        truncate = fault is not None and fault.kind == "truncate"
         if self.server.upstream is not None:
             status, headers, payload = self._forward(body)
         else:
             status, headers, payload = self._file()
-        self.server.log(self, "truncate" if truncate else status)
+        flipped = fault is not None and fault.kind == "bitflip"
+        if flipped:
+            payload, flipped = self._flip(status, headers, payload)
+        self.server.log(self, "truncate" if truncate else "bitflip" if flipped else status)
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -185,6 +221,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _flip(self, status: int, headers: dict[str, str], payload: bytes) -> tuple[bytes, bool]:
+        """``payload`` with one bit flipped past the COG header, if it is a 200 or 206 body
+        of a ``.tif`` that holds tile bytes; else ``payload`` unchanged (and ``False``)."""
+        path = self._resolve() if self.server.root is not None else None
+        m = re.match(r"^bytes (\d+)-(\d+)/\d+$", headers.get("Content-Range", ""))
+        if path is None or path.suffix != ".tif" or self.command != "GET" or not payload:
+            return payload, False
+        if status == 206 and m is not None:
+            start, end = int(m.group(1)), int(m.group(2))
+        elif status == 200:
+            start, end = 0, len(payload) - 1
+        else:
+            return payload, False
+        first = max(start, _tile_data_start(path))
+        if first > end:
+            return payload, False
+        at = self.server.faults.randrange(first, end + 1) - start
+        data = bytearray(payload)
+        data[at] ^= 1 << self.server.faults.randrange(0, 8)
+        return bytes(data), True
 
     # --- a directory, with ranges --------------------------------------------------------
     def _resolve(self) -> Path | None:
@@ -246,6 +303,26 @@ class _Handler(BaseHTTPRequestHandler):
         payload = payload.replace(theirs, mine)
         out = {k: v for k, v in resp.getheaders() if k.lower() not in _HOP}
         return resp.status, out, payload
+
+
+_DATA_START: dict[Path, int] = {}
+_DATA_START_LOCK = threading.Lock()
+
+
+def _tile_data_start(path: Path) -> int:
+    """Offset of the first tile (or strip) of any band or overview: the header lies before."""
+    with _DATA_START_LOCK:
+        if path not in _DATA_START:
+            offsets = []
+            with rasterio.open(path) as ds:
+                for bidx in range(1, ds.count + 1):
+                    for ovr in [None, *range(len(ds.overviews(bidx)))]:
+                        kw = {"ovr": ovr} if ovr is not None else {}
+                        tag = ds.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=bidx, **kw)
+                        if tag:
+                            offsets.append(int(tag))
+            _DATA_START[path] = min(offsets) if offsets else path.stat().st_size
+        return _DATA_START[path]
 
 
 _HOP = {

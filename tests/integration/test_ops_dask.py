@@ -10,6 +10,7 @@ worker held on the other one).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,9 @@ def test_a_worker_killed_mid_run_changes_nothing(
     assert result["status"] == "committed"
     assert set(_workers(cluster.address)) == set(cluster.workers) - {killed["name"]}
     assert_same_store(city, ref_store, tmp_path / "store")
+    from reliability.figures import record  # the reliability page's figures
+
+    node = os.environ["PYTEST_CURRENT_TEST"].split(" ")[0]
+    record(
+        "crash", node, dask_workers_killed=1, tasks_on_killed_worker=killed["tasks"], data_lost=0
+    )

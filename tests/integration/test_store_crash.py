@@ -27,6 +27,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
+from reliability.figures import record, scale
 from test_store import PROV, make_ntl, make_pixels, make_sites, make_tiles
 
 from payesh import store as st
@@ -34,7 +35,7 @@ from payesh.errors import StoreError
 
 pytestmark = pytest.mark.integration
 
-KILLS = 20
+KILLS = scale(12, 50)  # `make test` / `make reliability`
 SEED = 20261122
 BASE_MONTHS = ("2025-01-01", 4)
 RUN_MONTHS = ("2025-03-01", 4)  # re-runs March and April, adds May and June
@@ -244,6 +245,15 @@ def test_sigkill_at_random_points(zygote: Zygote, tmp_path: Path) -> None:
     print(f"\nrun {duration:.2f} s; SIGKILL landed {landed}")
     assert landed["before commit"] + landed["after commit"] == KILLS
     assert landed["before commit"] > 0 and landed["after commit"] > 0
+    record(
+        "crash",
+        "tests/integration/test_store_crash.py::test_sigkill_at_random_points",
+        store_writer_kills=KILLS,
+        before_commit=landed["before commit"],
+        after_commit=landed["after commit"],
+        reruns_converged=KILLS,
+        data_lost=0,
+    )
 
 
 def test_lock_of_a_killed_holder_never_blocks(tmp_path: Path) -> None:

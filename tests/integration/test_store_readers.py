@@ -27,6 +27,7 @@ from pyproj import CRS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from reliability.figures import scale
 from s3server import MotoS3, moto_s3
 
 from payesh import store as st
@@ -158,11 +159,26 @@ def _read_while_writing(store: str, env: dict[str, str], versions: int, log: Pat
         assert entry["message"] == f"v{k}"
         assert entry["metadata"]["provenance"]["version"] == k
     assert read_version(store) == versions
+    from reliability.figures import record  # the reliability page's figures
+
+    node = os.environ["PYTEST_CURRENT_TEST"].split(" ")[0]
+    record(
+        "concurrency",
+        node,
+        commits_under_readers=versions - 1,
+        latest_reads=len(latest_seen),
+        versions_read_back=len(hist),
+        mixed_reads=0,
+        data_lost=0,
+    )
 
 
 def test_reading_while_writing_local(tmp_path: Path) -> None:
     _read_while_writing(
-        str(tmp_path / "store"), dict(os.environ), versions=6, log=tmp_path / "writer.log"
+        str(tmp_path / "store"),
+        dict(os.environ),
+        versions=scale(6, 30),
+        log=tmp_path / "writer.log",
     )
     # the pixels were stored as chunk objects, not inlined in manifests: a torn read of
     # chunks would have been possible, and was not seen
@@ -184,5 +200,5 @@ def test_reading_while_writing_s3(
         monkeypatch.delenv(key, raising=False)
     env: dict[str, Any] = dict(os.environ)
     _read_while_writing(
-        f"s3://{s3_server.bucket}/readers", env, versions=4, log=tmp_path / "writer.log"
+        f"s3://{s3_server.bucket}/readers", env, versions=scale(4, 15), log=tmp_path / "writer.log"
     )

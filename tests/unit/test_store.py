@@ -172,6 +172,8 @@ def test_round_trip(tmp_path: Path) -> None:
     assert got.attrs["code_version"] == "0.1.0"
     assert '"viirs-ntl-monthly"' in got.attrs["source_items"]
     assert "created" in got.attrs
+    # one order for one snapshot, whatever order the store lists its arrays in
+    assert list(got.data_vars) == sorted(got.data_vars) and len(got.data_vars) > 2
 
     px = st.open_indicators("demo", store=tmp_path, group="pixels")
     first = px["first_seen"].values

@@ -40,9 +40,12 @@ from odc.geo.xr import xr_coords
 from rasterio.windows import Window
 
 from payesh import nanops
-from payesh.errors import BadItemWarning, SourceError
+from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import _SCL_CLOUDY, SCL_MASKED, SCL_SNOW, _dilate
 from payesh.parallel import default_threads
+from payesh.sources.checksum import readable_href
+from payesh.sources.profiles import S2_SATURATED_DN
+from payesh.sources.rio_retry import is_remote, retry_rio
 
 #: Thread-seconds spent per stage since the process started (read = open + decode +
 #: placing on the grid; mask = SCL masks; composite = medians). The benchmark reads it.
@@ -87,7 +90,7 @@ def _centre_indices(origin: float, step: float, n: int, src_origin: float, src_s
 
 def _asset_grid(href: str, geobox: GeoBox) -> AssetGrid | None:
     """The asset's grid mapping, its dataset left open for the reads; ``None`` if not aligned."""
-    src = rasterio.open(href)
+    src = rasterio.open(readable_href(href))
     try:
         grid = _grid_of(src, href, geobox)
     except BaseException:
@@ -157,13 +160,16 @@ def plan_aligned(
         grids: dict[str, AssetGrid] = {}
         for band, key in asset_keys.items():
             href = item.assets[key].get_absolute_href() or item.assets[key].href
-            try:
+            where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
+
+            def grid_of(href: str = href) -> AssetGrid | None:
                 with rasterio.Env(**dict(env or {})):
-                    grid = _asset_grid(href, geobox)
+                    return _asset_grid(href, geobox)
+
+            try:
+                grid = retry_rio(grid_of, where=where) if is_remote(href) else grid_of()
             except rasterio.errors.RasterioIOError as err:
-                raise SourceError(
-                    f"item {item.id!r} asset {key!r}: cannot open {href}: {err}"
-                ) from err
+                raise SourceError(f"{where}: cannot open it: {err}") from err
             if grid is None:
                 for opened in grids.values():
                     opened.dataset.close()
@@ -215,15 +221,33 @@ def _read_rows(grid: AssetGrid, rows: np.ndarray, env: Mapping[str, str]) -> np.
     window = Window(c0, r0, int(c_src.max()) + 1 - c0, int(r_src.max()) + 1 - r0)
     if env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
         win = grid.dataset.read(1, window=window)
-    else:  # remote: retries and timeouts apply per request
-        with rasterio.Env(**env):
-            win = grid.dataset.read(1, window=window)
+    else:  # remote: GDAL's retries and timeouts per request, payesh's around them
+        win = _read_remote(grid, window, env)
     ri, ci = _index(r_src - r0), _index(c_src - c0)
     sub = win[ri, :][:, ci]
     out[_index(ok_r), _index(ok_c)] = sub
     if grid.nodata is not None:
         out[out == grid.nodata] = np.nan
     return out
+
+
+def _read_remote(grid: AssetGrid, window: Window, env: Mapping[str, str]) -> np.ndarray:
+    """``grid.dataset.read(1, window=window)``; a failed read re-opens the file and tries again.
+
+    The dataset is closed before it is opened again so that GDAL forgets the bytes it
+    holds for it (``CPL_VSIL_CURL_NON_CACHED``): a damaged range is fetched anew.
+    """
+
+    def read() -> np.ndarray:
+        with rasterio.Env(**env):
+            if grid.dataset.closed:  # a retry: open it again (a failure here is retried too)
+                fresh = rasterio.open(readable_href(grid.href))
+                object.__setattr__(grid, "dataset", fresh)  # the one field reads replace
+            return np.asarray(grid.dataset.read(1, window=window))
+
+    return retry_rio(
+        read, where=grid.href.split("?", 1)[0], before_retry=lambda: grid.dataset.close()
+    )
 
 
 def _strips(plans: Sequence[ItemPlan], ny: int, target: int = 1024) -> list[slice]:
@@ -294,6 +318,7 @@ def read_s2_month_aligned(
             if nd is not None and nd != p.grids[band].nodata:
                 raw[raw == nd] = np.nan
             if band != "scl":
+                raw[raw >= S2_SATURATED_DN] = np.nan  # as load.load_s2 does
                 s, o = p.scale_offset[band]
                 raw *= np.float32(s)
                 raw += np.float32(o)
@@ -389,7 +414,7 @@ def s2_month_aligned(
     keys = load._asset_keys(ready, S2, wanted) if ready else {}
     hrefs = [ready[0].assets[k].href for k in keys.values()] if ready else []
     remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
-    env = dict(load.GDAL_REMOTE if remote else load.GDAL_LOCAL)
+    env = load.gdal_remote_env() if remote else dict(load.GDAL_LOCAL)
     n = threads or default_threads()
 
     def problem(item: pystac.Item) -> str | None:
@@ -403,15 +428,19 @@ def s2_month_aligned(
     with ThreadPoolExecutor(max_workers=n) as pool:
         problems = list(pool.map(problem, ready))
     if ready and all(problems):  # nothing would be read: one error listing every problem
-        raise SourceError("no readable s2 item: " + "; ".join(str(p) for p in problems))
+        raise NoReadableItemsError(
+            "no readable s2 item: " + "; ".join(str(p) for p in problems),
+            problems=[str(p) for p in problems],
+            remote=remote,
+        )
     usable = []
     for item, found in zip(ready, problems, strict=True):
         if found is None:
             usable.append(item)
         else:  # warned here, in the caller's thread, not in a pool thread
             warnings.warn(f"{found}; item skipped", BadItemWarning, stacklevel=3)
-    if not usable:
-        raise SourceError("no usable Sentinel-2 items to load")
+    if not usable:  # every item failed its metadata checks (each already warned)
+        raise NoReadableItemsError("no usable Sentinel-2 items to load", problems=[], remote=False)
     scale_offset: dict[str, dict[str, tuple[float, float]]] = {}
     nodata: dict[str, dict[str, float]] = {}
     first_nodata = {b: load._raster_band(usable[0].assets[keys[b]]).get("nodata", 0) for b in bands}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,24 @@ from urllib.parse import unquote, urlparse
 import pystac
 import requests
 from pystac_client.exceptions import APIError
+from rasterio.io import MemoryFile
 
 from payesh.errors import SourceError
-from payesh.sources.http import DEFAULT_POLICY, RetryPolicy, check_response, with_retries
+from payesh.sources.http import (
+    RetriesExhausted,
+    RetryPolicy,
+    SourceUnavailable,
+    check_response,
+    current_policy,
+    with_retries,
+)
 
 __all__ = [
     "DEFAULT_MAX_HTTP_MIB",
+    "ChecksumMismatch",
     "configure_checksums",
     "parse_multihash",
+    "readable_href",
     "verify_asset",
     "verify_items",
 ]
@@ -53,6 +64,11 @@ _HASHES: dict[int, tuple[str, Callable[[], Any]]] = {
 
 _CHUNK = 1 << 20
 
+
+class ChecksumMismatch(SourceError):
+    """The bytes read do not match the asset's ``file:checksum``."""
+
+
 #: Largest file (MiB) downloaded whole over http(s) just to verify its checksum. A
 #: 10 m Sentinel-2 band is 100-250 MiB, of which a city reads a few ranges; hashing it
 #: would cost more than the run. Local files are always verified.
@@ -60,16 +76,55 @@ DEFAULT_MAX_HTTP_MIB: float = 64.0
 _max_http_mib: float | None = DEFAULT_MAX_HTTP_MIB
 
 
-def configure_checksums(*, max_http_mib: float | None = DEFAULT_MAX_HTTP_MIB) -> None:
+def configure_checksums(
+    *,
+    max_http_mib: float | None = DEFAULT_MAX_HTTP_MIB,
+    read_verified_mib: float = 0.0,
+) -> None:
     """Set the size above which files over http(s) are not verified (MiB; process-wide).
 
     ``None`` verifies every file whatever its size. The size is the asset's
     ``file:size`` when the item gives it, else the server's ``Content-Length`` (HEAD).
+
+    ``read_verified_mib`` > 0 keeps the bytes of files verified over http(s) in memory
+    (up to that many MiB in all, least recently verified dropped first) and has the
+    readers use them (:func:`readable_href`) instead of fetching ranges again: ranges
+    fetched later are not covered by the checksum, and a bit flipped on the way inside
+    a DEFLATE tile mostly decodes without error (GDAL stops before the adler32).
     """
-    global _max_http_mib
+    global _max_http_mib, _read_verified_bytes
     if max_http_mib is not None and max_http_mib < 0:
         raise ValueError(f"max_http_mib must be >= 0 or None, not {max_http_mib}")
+    if read_verified_mib < 0:
+        raise ValueError(f"read_verified_mib must be >= 0, not {read_verified_mib}")
     _max_http_mib = max_http_mib
+    _read_verified_bytes = int(read_verified_mib * 2**20)
+    with _verified_lock:
+        while _kept:
+            _kept.popitem(last=False)[1].close()
+
+
+_read_verified_bytes = 0
+_kept: OrderedDict[str, MemoryFile] = OrderedDict()
+
+
+def readable_href(href: str) -> str:
+    """Where to read ``href`` from: its verified bytes in memory when kept (see
+    :func:`configure_checksums`), else ``href`` itself."""
+    with _verified_lock:
+        kept = _kept.get(href)
+        return kept.name if kept is not None else href
+
+
+def _keep(href: str, data: bytes) -> None:
+    if not _read_verified_bytes or len(data) > _read_verified_bytes:
+        return
+    with _verified_lock:
+        if href in _kept:
+            return
+        _kept[href] = MemoryFile(data, ext=Path(urlparse(href).path).suffix or ".tif")
+        while sum(len(m.getbuffer()) for m in _kept.values()) > _read_verified_bytes:
+            _kept.popitem(last=False)[1].close()
 
 
 def _remote_size(asset: pystac.Asset, href: str, policy: RetryPolicy) -> int | None:
@@ -138,17 +193,32 @@ def _digest(href: str, make: Callable[[], Any], policy: RetryPolicy) -> bytes:
 
     def once() -> bytes:
         h = make()
+        kept = bytearray() if _read_verified_bytes else None
         with requests.get(href, stream=True, timeout=policy.timeout) as resp:
             check_response(resp)
             for block in resp.iter_content(_CHUNK):
                 h.update(block)
-        return bytes(h.digest())
+                if kept is not None:
+                    kept.extend(block)
+        digest = bytes(h.digest())
+        if kept is not None:
+            _fetched[(href, digest)] = bytes(kept)
+        return digest
 
     return with_retries(once, url=f"GET {href}", policy=policy)
 
 
-def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> bool:
+#: Bytes just downloaded for hashing, until verify_asset has compared them.
+_fetched: dict[tuple[str, bytes], bytes] = {}
+
+
+def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy | None = None) -> bool:
     """Check the bytes of ``item.assets[key]`` against its ``file:checksum``.
+
+    Over http(s) the download is retried under ``policy`` (default: the process-wide
+    :func:`~payesh.sources.http.current_policy`); a mismatch is reported at once (the
+    caller, :func:`payesh.sources.validate.file_problem`, fetches again before it calls
+    a file corrupt).
 
     Returns
     -------
@@ -165,6 +235,7 @@ def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_P
     expected = asset.extra_fields.get("file:checksum")
     if not expected:
         return False
+    policy = policy or current_policy()
     href = asset.get_absolute_href() or asset.href
     where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"  # no SAS token
     try:
@@ -194,14 +265,22 @@ def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy = DEFAULT_P
                 )
                 return False
         got = _digest(href, make, policy)
+    except RetriesExhausted as err:  # the network, not the file: never a skipped item
+        raise SourceUnavailable(
+            f"{where}: cannot fetch it to verify its file:checksum: {err}"
+        ) from err
     except (OSError, requests.RequestException, APIError) as err:
         raise SourceError(f"{where}: cannot read it to verify its file:checksum: {err}") from err
     if got != digest:
-        raise SourceError(
+        _fetched.pop((href, got), None)
+        raise ChecksumMismatch(
             f"{where} does not match its file:checksum: {name} is {got.hex()[:16]}…, "
             f"the item says {digest.hex()[:16]}… — the file is corrupt or was changed; "
             f"fetch it again or drop the item"
         )
+    data = _fetched.pop((href, got), None)
+    if data is not None:
+        _keep(href, data)
     with _verified_lock:
         _verified.add((href, str(expected)))
     return True
@@ -211,7 +290,7 @@ def verify_items(
     items: Sequence[pystac.Item],
     keys: Iterable[str],
     *,
-    policy: RetryPolicy = DEFAULT_POLICY,
+    policy: RetryPolicy | None = None,
 ) -> int:
     """Verify every ``keys`` asset of ``items`` that has a ``file:checksum``; how many did."""
     wanted = list(keys)

@@ -12,6 +12,13 @@ Backoff is exponential with "equal jitter": before attempt ``n + 1`` the client 
 what the server's ``Retry-After`` asks for when that is longer (capped at ``max_backoff``).
 After ``attempts`` tries, one :class:`RetriesExhausted` names the URL, the number of
 attempts and the last status or error.
+
+The policy used where none is passed is process-wide: :func:`current_policy`, set with
+:func:`configure_retries` or, until then, read once from the environment
+(:func:`policy_from_env`: ``PAYESH_HTTP_ATTEMPTS``, ``PAYESH_HTTP_BACKOFF_S``,
+``PAYESH_HTTP_MAX_BACKOFF_S``, ``PAYESH_HTTP_CONNECT_TIMEOUT_S``,
+``PAYESH_HTTP_READ_TIMEOUT_S``). GDAL's own HTTP retries and timeouts for COG reads
+follow the same policy (:func:`gdal_http_options`).
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
+import os
 import random
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,12 +42,20 @@ import requests
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
+from payesh.errors import SourceError
+
 __all__ = [
     "RETRY_STATUSES",
     "RetriesExhausted",
     "RetryPolicy",
     "RetryingStacApiIO",
+    "SourceUnavailable",
     "TransientError",
+    "configure_retries",
+    "current_policy",
+    "gdal_http_options",
+    "looks_transient",
+    "policy_from_env",
     "with_retries",
 ]
 
@@ -114,6 +133,94 @@ class RetryPolicy:
 
 DEFAULT_POLICY = RetryPolicy()
 
+#: Environment variable -> RetryPolicy field, read by :func:`policy_from_env`.
+ENV_VARS: Mapping[str, str] = {
+    "PAYESH_HTTP_ATTEMPTS": "attempts",
+    "PAYESH_HTTP_BACKOFF_S": "backoff",
+    "PAYESH_HTTP_MAX_BACKOFF_S": "max_backoff",
+    "PAYESH_HTTP_CONNECT_TIMEOUT_S": "connect_timeout",
+    "PAYESH_HTTP_READ_TIMEOUT_S": "read_timeout",
+}
+
+
+def policy_from_env(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """A :class:`RetryPolicy` from ``PAYESH_HTTP_*`` variables (:data:`ENV_VARS`); the
+    defaults for those not set.
+
+    Raises
+    ------
+    ValueError
+        A variable that is not a number, or out of range; the message names it.
+    """
+    env = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    for var, name in ENV_VARS.items():
+        text = env.get(var, "").strip()
+        if not text:
+            continue
+        try:
+            kwargs[name] = int(text) if name == "attempts" else float(text)
+        except ValueError:
+            raise ValueError(f"{var}={text!r} is not a number") from None
+    try:
+        return RetryPolicy(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"PAYESH_HTTP_* variables: {err}") from err
+
+
+_current: RetryPolicy | None = None
+_current_lock = threading.Lock()
+
+
+def configure_retries(policy: RetryPolicy | None) -> None:
+    """Set the process-wide retry policy (``None``: read the environment again)."""
+    global _current
+    with _current_lock:
+        _current = policy
+
+
+def current_policy() -> RetryPolicy:
+    """The process-wide retry policy: the configured one, else :func:`policy_from_env`."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = policy_from_env()
+        return _current
+
+
+def gdal_http_options(policy: RetryPolicy) -> dict[str, str]:
+    """GDAL configuration for ``/vsicurl/`` reads under ``policy``.
+
+    GDAL retries 429/5xx answers and some connection errors itself
+    (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``, seconds); its
+    ``GDAL_HTTP_TIMEOUT`` bounds a whole request (whole seconds). What GDAL does not retry
+    (a body cut short, bytes that do not decode) payesh retries around it, re-opening the
+    file: ``CPL_VSIL_CURL_NON_CACHED`` makes GDAL forget a file's cached bytes when it is
+    closed, so a re-read really fetches them again.
+    """
+    return {
+        "GDAL_HTTP_MAX_RETRY": str(policy.attempts - 1),
+        "GDAL_HTTP_RETRY_DELAY": f"{policy.backoff:g}",
+        "GDAL_HTTP_TIMEOUT": str(max(1, math.ceil(policy.read_timeout))),
+        "GDAL_HTTP_CONNECTTIMEOUT": str(max(1, math.ceil(policy.connect_timeout))),
+        # tokenised on ":" by GDAL, so this prefix covers every http(s) URL
+        "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/http",
+    }
+
+
+#: What a GDAL/curl error says when the network, not the file, failed.
+_TRANSIENT = re.compile(
+    r"HTTP (?:response )?code:? ?(?:408|429|5\d\d)|timed out|timeout|reset|refused|"
+    r"transfer closed|Empty reply|Recv failure|Send failure|Couldn't connect|"
+    r"partial file|Failure when receiving|Connection died",
+    re.IGNORECASE,
+)
+
+
+def looks_transient(message: str) -> bool:
+    """Whether a GDAL/curl error message is a network failure (vs. a bad file)."""
+    return _TRANSIENT.search(message) is not None
+
 
 class TransientError(Exception):
     """A failure that may go away if the same request is tried again."""
@@ -124,6 +231,11 @@ class TransientError(Exception):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+class SourceUnavailable(SourceError):
+    """A server kept failing (errors, timeouts, dropped connections) after every retry:
+    the run stops here rather than leave the item out, which would change its output."""
 
 
 class RetriesExhausted(APIError):

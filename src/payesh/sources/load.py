@@ -19,9 +19,10 @@ import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from payesh.errors import SourceError
-from payesh.sources.checksum import verify_items
-from payesh.sources.profiles import LANDSAT, S2, VIIRS, Product
+from payesh.errors import NoReadableItemsError, SourceError
+from payesh.sources.checksum import readable_href, verify_items
+from payesh.sources.http import current_policy, gdal_http_options
+from payesh.sources.profiles import LANDSAT, S2, S2_SATURATED_DN, VIIRS, Product
 from payesh.sources.signing import sign_items
 from payesh.sources.validate import skip_bad_items
 
@@ -100,7 +101,7 @@ def _usable(
     ready = sign_items(described)
     keys = [product.asset_key(b, frozenset(i.assets)) or "" for i in ready[:1] for b in bands]
     hrefs = [ready[0].assets[k].href for k in keys] if ready else []
-    env = GDAL_REMOTE if any(_is_remote(h) for h in hrefs) else GDAL_LOCAL
+    env = gdal_remote_env() if any(_is_remote(h) for h in hrefs) else GDAL_LOCAL
     return skip_bad_items(ready, product, bands, env=env, all_bad_is_error=True, stacklevel=4)
 
 
@@ -168,6 +169,12 @@ GDAL_REMOTE = {
 GDAL_LOCAL: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
 
 
+def gdal_remote_env() -> dict[str, str]:
+    """:data:`GDAL_REMOTE` with GDAL's retries and timeouts from the process-wide retry
+    policy (:func:`payesh.sources.http.gdal_http_options`)."""
+    return dict(GDAL_REMOTE) | gdal_http_options(current_policy())
+
+
 def _is_remote(href: str) -> bool:
     return href.startswith(("http://", "https://", "s3://", "/vsi"))
 
@@ -175,7 +182,7 @@ def _is_remote(href: str) -> bool:
 def _configure_gdal(items: Sequence[pystac.Item], keys: Mapping[str, str]) -> None:
     hrefs = [i.assets[k].href for i in items[:1] for k in keys.values()]
     remote = any(_is_remote(h) for h in hrefs)
-    options: dict[str, Any] = dict(GDAL_REMOTE if remote else GDAL_LOCAL)
+    options: dict[str, Any] = gdal_remote_env() if remote else dict(GDAL_LOCAL)
     odc.stac.configure_rio(cloud_defaults=False, **options)
 
 
@@ -199,6 +206,7 @@ def _load(
             resampling=resampling,
             groupby="time",
             fail_on_error=True,
+            patch_url=readable_href,  # verified bytes kept in memory, where configured
         )
     except Exception as err:  # odc/rasterio raise many types; report them as one
         raise SourceError(f"cannot load {len(items)} item(s) onto the city grid: {err}") from err
@@ -235,7 +243,7 @@ def load_s2(
     wanted = (*bands, "scl")
     items = _usable(items, S2, wanted)
     if not items:
-        raise SourceError("no usable Sentinel-2 items to load")
+        raise NoReadableItemsError("no usable Sentinel-2 items to load", problems=[], remote=False)
     keys = _asset_keys(items, S2, wanted)
     raw = _load(items, geobox, keys, chunks=chunks)
     out = xr.Dataset(coords=raw.coords)
@@ -244,7 +252,8 @@ def load_s2(
         scale, offset = _scale_offset_by_time(
             raw, items, keys[band], default=(_S2_SCALE, _S2_BOA_OFFSET)
         )
-        out[band] = _to_physical(raw[band], scale, offset, nodata)
+        value = _to_physical(raw[band], scale, offset, nodata)
+        out[band] = value.where(raw[band] < S2_SATURATED_DN)  # saturated: missing
         out[band].attrs.update(units="1", long_name=f"{band} surface reflectance")
     out["scl"] = raw["scl"].astype("uint8")
     out["scl"].attrs.update(units="1", long_name="Sentinel-2 scene classification (SCL)")
@@ -270,7 +279,7 @@ def load_landsat_lst(
     """
     items = _usable(items, LANDSAT, ("lwir11", "qa_pixel"))
     if not items:
-        raise SourceError("no usable Landsat items to load")
+        raise NoReadableItemsError("no usable Landsat items to load", problems=[], remote=False)
     keys = _asset_keys(items, LANDSAT, ("lwir11", "qa_pixel"))
     raw = _load(items, geobox, keys, chunks=chunks)
     nodata = _raster_band(items[0].assets[keys["lwir11"]]).get("nodata", 0)
@@ -301,7 +310,7 @@ def load_viirs(
     """
     items = _usable(items, VIIRS, ("radiance", "cf_cvg"))
     if not items:
-        raise SourceError("no usable night-light items to load")
+        raise NoReadableItemsError("no usable night-light items to load", problems=[], remote=False)
     keys = _asset_keys(items, VIIRS, ("radiance", "cf_cvg"))
     raw = _load(items, geobox, keys, chunks=chunks)
     raw = raw.rename({"latitude": "y", "longitude": "x"}) if "latitude" in raw.dims else raw

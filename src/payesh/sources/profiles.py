@@ -18,6 +18,7 @@ from payesh.errors import SourceError
 __all__ = [
     "PRODUCTS",
     "PROVIDERS",
+    "S2_SATURATED_DN",
     "Product",
     "Provider",
     "product_for_collection",
@@ -81,6 +82,10 @@ VIIRS = Product(
 )
 
 PRODUCTS: Mapping[str, Product] = MappingProxyType({p.key: p for p in (S2, LANDSAT, VIIRS)})
+
+S2_SATURATED_DN = 65535
+"""Sentinel-2 L1C/L2A special value SATURATED (0 is NODATA): not a reflectance (it would
+read as 6.5); such a band value is missing, whatever SCL says of the pixel."""
 
 
 def product_for_collection(collection: str) -> Product:

@@ -16,6 +16,8 @@ which were left out so that the month's dataset can say so (``attrs["skipped_ite
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -24,15 +26,19 @@ import rasterio
 import requests
 import xarray as xr
 from pystac_client.exceptions import APIError
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
-from payesh.errors import BadItemWarning, SourceError
-from payesh.sources.checksum import verify_asset
+from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
+from payesh.sources.checksum import ChecksumMismatch, readable_href, verify_asset
+from payesh.sources.http import RetryPolicy, SourceUnavailable, current_policy, looks_transient
 from payesh.sources.profiles import Product
+from payesh.sources.rio_retry import is_remote
 
 __all__ = [
+    "any_remote",
     "declared_crs",
     "file_problem",
     "metadata_problem",
@@ -40,6 +46,8 @@ __all__ = [
     "skipped_ids",
     "with_skipped",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def declared_crs(item: pystac.Item, key: str) -> str | None:
@@ -82,38 +90,81 @@ def _same_crs(declared: str, found: CRS) -> bool:
     return bool(want == found) or (want.to_epsg() is not None and want.to_epsg() == found.to_epsg())
 
 
-def file_problem(item: pystac.Item, key: str, *, env: Mapping[str, str]) -> str | None:
+def file_problem(
+    item: pystac.Item,
+    key: str,
+    *,
+    env: Mapping[str, str],
+    policy: RetryPolicy | None = None,
+) -> str | None:
     """Why the file behind ``item.assets[key]`` cannot be read, or ``None`` if it can.
 
     Verifies the ``file:checksum`` (when given), opens the file under GDAL options
     ``env``, compares its CRS with the one the item declares, and reads its last block.
+    A remote file that fails its checksum or cannot be opened or decoded is fetched
+    again, up to ``policy.attempts`` times in all (default: the process-wide policy),
+    before it is called bad: the bytes may have been damaged on the way.
+
+    Raises
+    ------
+    SourceUnavailable
+        The server kept failing (after every retry): a network fault is never a bad item.
     """
     asset = item.assets[key]
     href = asset.get_absolute_href() or asset.href
+    if not is_remote(href):
+        return _file_problem_once(item, key, href, env=env)[0]
+    policy = policy or current_policy()
+    problem: str | None = None
+    seen: set[str] = set()
+    for attempt in range(1, policy.attempts + 1):
+        problem, again = _file_problem_once(item, key, href, env=env)
+        if problem is None or not again:
+            return problem
+        seen.add(problem)
+        if attempt < policy.attempts:
+            wait = policy.delay(attempt)
+            log.info("%s; fetching it again in %.2f s", problem, wait)
+            time.sleep(wait)
+    assert problem is not None
+    n = policy.attempts
+    if looks_transient(problem) or len(seen) > 1:  # a corrupt file fails the same way each time
+        raise SourceUnavailable(f"{problem} (gave up after {n} attempts)")
+    return f"{problem} (the same after {n} attempts)"
+
+
+def _file_problem_once(
+    item: pystac.Item, key: str, href: str, *, env: Mapping[str, str]
+) -> tuple[str | None, bool]:
+    """One check of :func:`file_problem`: ``(problem or None, worth fetching again)``."""
     shown = href.split("?", 1)[0]  # never a signed URL's token in a message
     where = f"item {item.id!r} asset {key!r} ({shown})"
     try:
         verify_asset(item, key)
+    except SourceUnavailable:
+        raise
+    except ChecksumMismatch as err:
+        return str(err), True
     except SourceError as err:
-        return str(err)
+        return str(err), False
     try:
-        with rasterio.Env(**env), rasterio.open(href) as src:
+        with rasterio.Env(**env), rasterio.open(readable_href(href)) as src:
             if src.crs is None:
-                return f"{where}: the file has no CRS"
+                return f"{where}: the file has no CRS", False
             declared = declared_crs(item, key)
             if declared is not None and not _same_crs(declared, src.crs):
                 return (
                     f"{where}: the item says its CRS is {declared} but the file's is "
                     f"{src.crs.to_string()}"
-                )
+                ), False
             bh, bw = src.block_shapes[0]
             row = (src.height - 1) // bh * bh
             col = (src.width - 1) // bw * bw
             window = Window(col, row, min(bw, src.width - col), min(bh, src.height - row))
             src.read(1, window=window)
-    except (RasterioError, OSError, requests.RequestException, APIError) as err:
-        return f"{where}: cannot be read (truncated or corrupt?): {err}"
-    return None
+    except (RasterioError, CPLE_BaseError, OSError, requests.RequestException, APIError) as err:
+        return f"{where}: cannot be read (truncated or corrupt?): {err}", True
+    return None, False
 
 
 def skip_bad_items(
@@ -147,10 +198,23 @@ def skip_bad_items(
         else:
             problems.append(problem)
     if problems and not good and all_bad_is_error:
-        raise SourceError(f"no readable {product.key} item: " + "; ".join(problems))
+        raise NoReadableItemsError(
+            f"no readable {product.key} item: " + "; ".join(problems),
+            problems=problems,
+            remote=any_remote(items),
+        )
     for problem in problems:
         warnings.warn(f"{problem}; item skipped", BadItemWarning, stacklevel=stacklevel)
     return good
+
+
+def any_remote(items: Sequence[pystac.Item]) -> bool:
+    """Whether any asset of ``items`` is read over a network (http, s3, GDAL /vsi)."""
+    return any(
+        (a.href or "").startswith(("http://", "https://", "s3://", "/vsi"))
+        for i in items
+        for a in i.assets.values()
+    )
 
 
 def skipped_ids(items: Sequence[pystac.Item], read: Sequence[str]) -> list[str]:
