@@ -92,7 +92,8 @@ RELIABILITY_TESTS := tests/integration/reliability tests/integration/test_store_
 reliability: $(STAMP)
 	@mkdir -p $(PREFECT_HOME) data/reliability
 	rm -f data/reliability/figures-long.jsonl
-	PAYESH_RELIABILITY=long $(BIN)/python -m pytest $(RELIABILITY_TESTS)
+	PAYESH_RELIABILITY=long $(BIN)/python -m pytest $(RELIABILITY_TESTS) -n $(TEST_WORKERS) --dist loadfile \
+	  --timeout 5400
 	$(BIN)/python tests/integration/reliability/render.py --variant long
 
 ## Decode floor vs. end-to-end flow on the demo city (see benchmarks/README.md).
