@@ -8,6 +8,7 @@ generated demo cities), otherwise the manifest's own folder.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -131,7 +132,7 @@ class City(BaseModel):
         res = info.data.get("resolution")
         if res:
             ratio = v / res
-            if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            if not math.isfinite(ratio) or abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
                 raise ValueError(f"{v} m is not a whole multiple of resolution {res} m")
         return v
 

@@ -6,6 +6,7 @@ catalog does not exist, holds no Sentinel-2 over the city, or a collection is un
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,17 @@ def native_origin(item: pystac.Item, asset_key: str) -> tuple[float, float]:
         raise SourceError(f"item {item.id!r} has no {asset_key!r} asset")
     transform = asset.extra_fields.get("proj:transform") or item.properties.get("proj:transform")
     if transform:
-        return grid_origin(list(transform))
+        values = list(transform) if isinstance(transform, list | tuple) else []
+        ok = len(values) >= 6 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values[:6]
+        )
+        if not ok or values[0] == 0 or values[4] == 0:
+            raise SourceError(
+                f"item {item.id!r}: proj:transform {transform!r} of {asset_key!r} is not an "
+                f"affine transform (six finite numbers, non-zero pixel size)"
+            )
+        return grid_origin(values)
     import rasterio
 
     from payesh.sources.signing import sign_items

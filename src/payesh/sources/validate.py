@@ -58,7 +58,12 @@ def declared_crs(item: pystac.Item, key: str) -> str | None:
             return str(code)
         epsg = where.get("proj:epsg")
         if epsg:
-            return f"EPSG:{int(epsg)}"
+            if isinstance(epsg, bool) or not isinstance(epsg, int | float | str):
+                return None  # not a code (a list, a mapping): as good as none
+            try:
+                return f"EPSG:{int(epsg)}"
+            except ValueError:
+                return None
     if item.properties.get("proj:wkt2") or item.assets[key].extra_fields.get("proj:wkt2"):
         return str(item.assets[key].extra_fields.get("proj:wkt2") or item.properties["proj:wkt2"])
     return None
@@ -77,7 +82,7 @@ def metadata_problem(item: pystac.Item, product: Product, bands: Sequence[str]) 
         if declared_crs(item, key) is None:
             return (
                 f"item {item.id!r} asset {key!r} declares no CRS "
-                f"(neither proj:code nor proj:epsg, on the asset or the item)"
+                f"(no usable proj:code or proj:epsg, on the asset or the item)"
             )
     return None
 
