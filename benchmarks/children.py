@@ -114,6 +114,9 @@ def payesh_flow(
     }
     if "force" in inspect.signature(monitor_city.fn).parameters:
         kwargs["force"] = True  # a fresh store anyway; never skip work as "nothing new"
+    from payesh.parallel import bound_native_memory
+
+    bound_native_memory()  # as `payesh run` does first: before the cluster's threads start
     with LocalCluster(
         n_workers=1,
         threads_per_worker=threads,
@@ -123,15 +126,33 @@ def payesh_flow(
         silence_logs=logging.WARNING,
     ) as cluster:
         kwargs["dask_address"] = cluster.scheduler_address
+        # A deployment's runs find their Prefect server up; here the first flow run would
+        # start a temporary one (~10 s). It is started before the clock and timed apart.
+        t0 = time.perf_counter()
+        _prefect_api_up()
+        api_seconds = time.perf_counter() - t0
         with StageSampler() as sampler:
             t0 = time.perf_counter()
             result = monitor_city(**kwargs)
             seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
+        "prefect_api_start_seconds": round(api_seconds, 2),
         "stages": sampler.report(),
         "summary": str(result.get("summary", "")) if isinstance(result, dict) else "",
     }
+
+
+def _prefect_api_up() -> None:
+    """Run an empty flow: starts Prefect's temporary API server for this process (or
+    checks the one ``PREFECT_API_URL`` names)."""
+    from prefect import flow
+
+    @flow(name="bench-warm-up")
+    def warm_up() -> int:
+        return 1
+
+    warm_up()
 
 
 def main() -> None:

@@ -22,9 +22,13 @@ from typing import Any
 #: (stage, path fragments); the innermost frame matching any fragment decides.
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mask", ("payesh/masking.py",)),
-    ("composite", ("payesh/composite.py", "payesh/nanops.py")),
+    # evidence.py: the month's true-colour layer, made with the composite
+    ("composite", ("payesh/composite.py", "payesh/nanops.py", "payesh/evidence.py")),
     ("classify", ("payesh/classifier.py", "payesh/forest.py", "/sklearn/", "/skops/")),
-    ("write", ("payesh/store.py", "/icechunk/", "/zarr/", "payesh/export.py")),
+    (
+        "write",
+        ("payesh/store.py", "payesh/staging.py", "/icechunk/", "/zarr/", "payesh/export.py"),
+    ),
     (
         "aggregate",
         ("payesh/indicators/", "payesh/pipeline.py", "payesh/sites_io.py", "/shapely/"),

@@ -20,11 +20,12 @@ import xarray as xr
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from payesh import pipeline, runkeys
+from payesh import pipeline, runkeys, staging
 from payesh.city import City, load_city
 from payesh.errors import PayeshError
 from payesh.grid import aligned_geobox, city_geobox
 from payesh.monthly import landsat_month, s2_month, viirs_month
+from payesh.parallel import bound_native_memory
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.progress import report
@@ -99,10 +100,11 @@ def changed_months_task(plan: RunPlan, store: str) -> dict[str, list[str]]:
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_final,
 )
-def s2_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
+def s2_month_task(plan: RunPlan, month: pd.Timestamp, stage: str | None = None) -> xr.Dataset:
     gbox = city_geobox(plan.city)
     composite = s2_month(plan.month_items("s2", month), gbox, month).compute()
-    return pipeline.s2_month_layers(composite)  # classified now: the bands are not kept
+    layers = pipeline.s2_month_layers(composite)  # classified now: the bands are not kept
+    return layers if stage is None else pipeline.stage_s2_month(plan, layers, stage)
 
 
 @task(
@@ -170,6 +172,7 @@ def monitor_city(
     ``status="nothing new"``.
     """
     logger = get_run_logger()
+    bound_native_memory()  # GDAL's cache and malloc's arenas: memory flat over the months
     the_city = load_city(city)
     period = runkeys.run_period(start, end, months_back)
     plan = plan_task(the_city, catalog, period, collections)
@@ -197,19 +200,24 @@ def monitor_city(
     products = {"s2": s2_month_task, "landsat": landsat_month_task, "viirs": viirs_month_task}
     monthly: dict[str, list[xr.Dataset]] = {}
     months = list(plan.months)
-    with dask_client(dask_address):
-        for key, month_task in products.items():
-            if key not in plan.items:
-                continue
-            monthly[key] = []
-            for i, month in enumerate(months):
-                monthly[key].append(month_task(plan, month))  # type: ignore[arg-type]
-                report(f"{key}: load, mask, composite", i + 1, len(months))
+    # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
+    # back block by block by the indicators, the commit and the exports.
+    with staging.run_stage() as stage:
+        with dask_client(dask_address):
+            for key, month_task in products.items():
+                if key not in plan.items:
+                    continue
+                monthly[key] = []
+                for i, month in enumerate(months):
+                    extra = {"stage": str(stage)} if key == "s2" else {}
+                    monthly[key].append(month_task(plan, month, **extra))  # type: ignore[operator]
+                    report(f"{key}: load, mask, composite", i + 1, len(months))
+        # the staged months are on this machine: read by this process's threads
         result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))
-    logger.info(result.summary())
-    snapshot = commit_task(plan, result, store)
-    logger.info("committed snapshot %s", snapshot)
-    exports = export_task(plan, result, export_dir) if export_dir else {}
+        logger.info(result.summary())
+        snapshot = commit_task(plan, result, store)
+        logger.info("committed snapshot %s", snapshot)
+        exports = export_task(plan, result, export_dir) if export_dir else {}
     return {
         "status": "committed",
         "period": str(period),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from payesh.errors import PayeshError, PayeshWarning
+from payesh.parallel import bound_native_memory
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -562,6 +563,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):  #
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
+    bound_native_memory()  # before any thread starts (payesh.parallel)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default", PayeshWarning)

@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit
 from scipy.special import expit
 
-from payesh.parallel import default_threads
+from payesh.parallel import shared_pool
 
 __all__ = ["CompiledForest", "compile_forest", "predict_positive"]
 
@@ -249,14 +249,6 @@ def predict_positive(estimator: Any, features: np.ndarray, *, threads: int | Non
     return expit(raw)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
 def _pool(threads: int | None) -> ThreadPoolExecutor:
-    """One pool per size for the process: concurrent callers (Dask threads) share it, so
-    the threads in use stay bounded by its size rather than multiplying."""
-    n = threads or default_threads()
-    with _cache_lock:
-        if n not in _pools:
-            _pools[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="payesh-forest")
-        return _pools[n]
+    """The process's forest pool (:func:`payesh.parallel.shared_pool`)."""
+    return shared_pool("forest", threads)

@@ -12,7 +12,7 @@ test, without Prefect:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import pandas as pd
 import xarray as xr
 
 import payesh
-from payesh import runkeys
+from payesh import runkeys, staging
 from payesh.classifier import BuiltupModel, builtup_probability, default_model_path, load_model
 from payesh.errors import PayeshError
 from payesh.evidence import TRUE_COLOUR, true_colour_layer
@@ -42,6 +43,7 @@ __all__ = [
     "compute_indicators",
     "export_run",
     "s2_month_layers",
+    "stage_s2_month",
     "store_location",
 ]
 
@@ -127,6 +129,25 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
     return _model_at(str(where), where.stat().st_mtime_ns)
 
 
+CLASSIFY_BLOCK_PX = 1 << 20
+"""Pixels classified at once: the features of a block (a dozen float32 planes) stay a few
+tens of MB whatever the size of the city."""
+
+
+def _by_rows(composite: xr.Dataset, layer: Callable[[xr.Dataset], xr.DataArray]) -> xr.DataArray:
+    """``layer(composite)`` of an in-memory month, computed in blocks of rows: a
+    pixel-local layer, so the same values as all at once, with the temporaries of one
+    block (:data:`CLASSIFY_BLOCK_PX` pixels). Dask-backed input is left to its chunks."""
+    if any(v.chunks is not None for v in composite.data_vars.values()):
+        return layer(composite).compute()
+    ny, nx = composite.sizes["y"], composite.sizes["x"]
+    step = max(1, CLASSIFY_BLOCK_PX // max(1, nx))
+    if step >= ny:
+        return layer(composite)
+    parts = [layer(composite.isel(y=slice(lo, lo + step))) for lo in range(0, ny, step)]
+    return xr.concat(parts, dim="y", combine_attrs="override")
+
+
 def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) -> xr.Dataset:
     """What a run keeps of a Sentinel-2 month: ``builtup_prob``, ``true_colour``, the counts.
 
@@ -139,14 +160,23 @@ def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) ->
     model = model or cached_model()
     bare = composite.copy()
     bare.attrs = {}  # the month's item lists belong to the run, not to the layer
-    prob = builtup_probability(bare, model).compute()
+    prob = _by_rows(bare, lambda part: builtup_probability(part, model))
     out = xr.Dataset(
         {"builtup_prob": prob, "clear_count": composite["clear_count"]}
         | ({"obs_count": composite["obs_count"]} if "obs_count" in composite else {})
-        | {TRUE_COLOUR: true_colour_layer(bare).compute()}
+        | {TRUE_COLOUR: _by_rows(bare, true_colour_layer)}
     )
     out.attrs = dict(composite.attrs)
     return out
+
+
+def stage_s2_month(plan: RunPlan, layers: xr.Dataset, stage: str | Path) -> xr.Dataset:
+    """Write one month's :func:`s2_month_layers` to the run's staging folder; the month,
+    read back lazily (see :mod:`payesh.staging`): memory then holds one month, not a year."""
+    month = pd.Timestamp(layers["time"].values[0])
+    block = staging.block_pixels(tile_grid(plan.city).tile_pixels)
+    path = staging.stage_dataset(layers, stage, f"s2-{month:%Y-%m}", block=block)
+    return staging.open_staged(path)
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:
@@ -190,7 +220,9 @@ def compute_indicators(
     )
     if monthly.s2 is not None:
         if "builtup_prob" in monthly.s2:  # classified month by month (s2_month_layers)
-            prob = monthly.s2["builtup_prob"].compute()
+            prob = monthly.s2["builtup_prob"]
+            if prob.chunks is not None:  # staged months (payesh.staging): whole years per block
+                prob = prob.chunk({"time": -1})
             version = str(prob.attrs.get("model_version", ""))
             if model is not None and model.version != version:
                 raise PayeshError(
@@ -201,7 +233,7 @@ def compute_indicators(
             model = model or cached_model()
             models["builtup"] = model.version
             prob = builtup_probability(monthly.s2, model).compute()
-        first_seen = construction.persistent_builtup(prob)
+        first_seen = construction.persistent_builtup(prob).compute()  # (y, x): read once
         sites = construction.extract_sites(first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, prob=prob)
         sites = construction.match_permits(sites, permits)
         tiles = tiles.merge(
@@ -212,9 +244,9 @@ def compute_indicators(
         groups["pixels"] = xr.Dataset({"builtup_prob": prob, "first_seen": first_seen})
         if TRUE_COLOUR in monthly.s2 or "red" in monthly.s2:  # the sites' evidence chips
             tc = monthly.s2.get(TRUE_COLOUR)
-            groups["pixels"][TRUE_COLOUR] = (
-                tc if tc is not None else true_colour_layer(monthly.s2)
-            ).compute()
+            if tc is None:
+                tc = true_colour_layer(monthly.s2).compute()
+            groups["pixels"][TRUE_COLOUR] = tc  # staged: lazy, written block by block
 
     if monthly.viirs is not None:
         ntl = monthly.viirs

@@ -45,8 +45,9 @@ def test_same_values_masks_and_counts_as_odc_stac(plan: RunPlan) -> None:
         np.testing.assert_array_equal(np.isnan(fast["red"].values), fast["clear_count"].values == 0)
 
 
-def test_strip_edges_do_not_change_the_cloud_buffer(plan: RunPlan) -> None:
-    """Small strips (dilation across strip edges through the halo) give the same month."""
+def test_block_edges_do_not_change_the_cloud_buffer(plan: RunPlan) -> None:
+    """Small blocks (dilation across block edges, rows and columns, through the halo)
+    give the same month."""
     gbox = city_geobox(plan.city)
     month = plan.months[0]
     items = plan.month_items("s2", month)
@@ -58,8 +59,8 @@ def test_strip_edges_do_not_change_the_cloud_buffer(plan: RunPlan) -> None:
     plans = aligned.plan_aligned(items, gbox, keys, scale_offset, nodata)
     assert plans is not None
     kw: dict[str, Any] = {"buffer_px": 2, "threads": 2}
-    one = aligned.read_s2_month_aligned(plans, gbox, month, S2_REFLECTANCE, strip_rows=4096, **kw)
-    many = aligned.read_s2_month_aligned(plans, gbox, month, S2_REFLECTANCE, strip_rows=7, **kw)
+    one = aligned.read_s2_month_aligned(plans, gbox, month, S2_REFLECTANCE, block_px=4096, **kw)
+    many = aligned.read_s2_month_aligned(plans, gbox, month, S2_REFLECTANCE, block_px=7, **kw)
     aligned.close_plans(plans)
     xr.testing.assert_equal(one, many)
     np.testing.assert_array_equal(one["clear_count"].values, whole["clear_count"].values)

@@ -14,6 +14,7 @@ import xarray as xr
 from PIL import Image
 from pyproj import CRS
 
+from payesh import evidence
 from payesh.errors import PayeshError
 from payesh.evidence import site_window, true_colour, write_evidence
 
@@ -194,3 +195,32 @@ def test_portal_chip_shows_true_colour_when_stored() -> None:
     imgs = [np.asarray(Image.open(io.BytesIO(p)).convert("RGB"), dtype=float) for p in pngs]
     assert imgs[0].shape == imgs[1].shape
     assert np.abs(imgs[0] - imgs[1]).mean() > 5  # true colour, not the probability
+
+
+def test_true_colour_by_thresholds_equals_the_definition_bit_for_bit() -> None:
+    """The fast kernel (level looked up from the float32's bits) gives the bytes of the
+    float64 definition on every float32 within 3000 ulps of each level's threshold, on
+    random reflectances and on the special values."""
+    thresholds = evidence.level_thresholds(evidence.MAX_REFLECTANCE)
+    assert thresholds.dtype == np.float32 and np.all(np.diff(thresholds) > 0)
+    bits = thresholds.view(np.uint32).astype(np.int64)
+    near = (bits[:, None] + np.arange(-3000, 3001)[None, :]).ravel()
+    near = near[near >= 0].astype(np.uint32).view(np.float32)
+    rng = np.random.default_rng(7)
+    special = np.array([0.0, -0.0, -1e-30, 1e-45, np.nan, np.inf, -np.inf, 3.4e38], "float32")
+    red = np.concatenate([near, rng.uniform(-0.1, 0.8, 200_000).astype("float32"), special])
+    green = rng.permutation(red)
+    blue = np.full_like(red, 0.07)
+    fast = evidence._true_colour_kernel(red, green, blue, evidence.MAX_REFLECTANCE)
+    exact = evidence._true_colour_exact(red, green, blue, evidence.MAX_REFLECTANCE)
+    np.testing.assert_array_equal(fast, exact)
+    assert set(np.unique(fast[:, 0])) == set(range(256))  # every level was reached
+    # 2-D input keeps its shape; float64 input takes the definition itself
+    img = rng.uniform(0, 0.4, (3, 40, 50)).astype("float32")
+    out = evidence._true_colour_kernel(*img, 0.3)
+    assert out.shape == (40, 50, 3)
+    np.testing.assert_array_equal(out, evidence._true_colour_exact(*img, 0.3))
+    np.testing.assert_array_equal(
+        evidence._true_colour_kernel(*img.astype("float64"), 0.3),
+        evidence._true_colour_exact(*img, 0.3),
+    )

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
 import xarray as xr
 
-from payesh import pipeline
+from payesh import pipeline, staging
 from payesh.city import load_city
+from payesh.errors import PayeshError
 from payesh.grid import city_geobox
 from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import plan_run
+from payesh.store import SNAPSHOT_ATTR, open_indicators
 
 
 def test_month_by_month_layers_give_the_same_indicators(tiny_city: Any) -> None:
@@ -29,3 +36,67 @@ def test_month_by_month_layers_give_the_same_indicators(tiny_city: Any) -> None:
     xr.testing.assert_identical(whole.groups["tiles"], streamed.groups["tiles"])
     assert whole.sites.equals(streamed.sites)
     assert whole.provenance["model_versions"] == streamed.provenance["model_versions"]
+
+
+def test_staged_months_give_the_same_indicators_and_store(
+    tiny_city: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Months staged on disk and read back block by block (what the flow does, #10) give
+    the indicators, sites and stored values of months kept in memory — bit for bit;
+    classifying a month in blocks of rows gives the probabilities of one call."""
+    city = load_city(tiny_city.manifest)
+    plan = plan_run(city, str(tiny_city.catalog), Period.parse("2025-01", "2025-06"))
+    gbox = city_geobox(city)
+    composites = [s2_month(plan.month_items("s2", m), gbox, m) for m in plan.months]
+    in_memory = [pipeline.s2_month_layers(c) for c in composites]
+    monkeypatch.setattr(pipeline, "CLASSIFY_BLOCK_PX", 7 * gbox.shape[1])  # 7 rows a block
+    by_rows = [pipeline.s2_month_layers(c) for c in composites]
+    for a, b in zip(in_memory, by_rows, strict=True):
+        xr.testing.assert_identical(a, b)
+
+    with staging.run_stage(tmp_path / "stage") as stage:
+        staged = [pipeline.stage_s2_month(plan, lay, stage) for lay in by_rows]
+        assert all(s["builtup_prob"].chunks is not None for s in staged)  # lazy, from disk
+        assert sorted(p.name for p in stage.iterdir()) == [
+            f"s2-{m:%Y-%m}.zarr" for m in plan.months
+        ]
+        ref = pipeline.compute_indicators(plan, pipeline.MonthlyData.from_lists({"s2": in_memory}))
+        got = pipeline.compute_indicators(plan, pipeline.MonthlyData.from_lists({"s2": staged}))
+        assert got.groups["pixels"]["builtup_prob"].chunks is not None  # not loaded whole
+        xr.testing.assert_identical(ref.groups["pixels"], got.groups["pixels"].compute())
+        xr.testing.assert_identical(ref.groups["tiles"], got.groups["tiles"])
+        assert ref.sites.equals(got.sites)
+        pipeline.commit(plan, ref, store=str(tmp_path / "ref"))
+        pipeline.commit(plan, got, store=str(tmp_path / "got"))
+    assert not stage.exists()  # deleted with the run
+    for group in ("pixels", "tiles"):
+        a = open_indicators(city.name, group=group, store=str(tmp_path / "ref")).compute()
+        b = open_indicators(city.name, group=group, store=str(tmp_path / "got")).compute()
+        for ds in (a, b):  # which commit, and when: not values
+            ds.attrs.pop(SNAPSHOT_ATTR, None)
+            ds.attrs.pop("created", None)
+        xr.testing.assert_identical(a, b)
+
+
+def test_a_stage_is_deleted_on_error_and_stale_stages_are_swept(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), staging.run_stage(tmp_path) as stage:
+        (stage / "s2-2025-01.zarr").mkdir()
+        raise RuntimeError("the run failed")
+    assert not stage.exists()
+    # a killed run's folder (its process is gone) is swept by the next run; a live one stays
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"payesh-stage-{dead.pid}-abc"
+    (stale / "s2-2025-01.zarr").mkdir(parents=True)
+    live = tmp_path / f"payesh-stage-{os.getpid()}-def"
+    live.mkdir()
+    with staging.run_stage(tmp_path) as stage:
+        assert stage.name.startswith(f"payesh-stage-{os.getpid()}-")
+        assert not stale.exists() and live.exists()
+
+
+def test_an_unwritable_staging_folder_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PayeshError, match="PAYESH_STAGING_DIR"), staging.run_stage(blocker / "x"):
+        pass

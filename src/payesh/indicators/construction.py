@@ -176,6 +176,9 @@ def _tile_of(tg: TileGrid, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _mean_prob_since(prob: xr.DataArray, first_seen: np.ndarray) -> np.ndarray:
     """Mean probability of each pixel over its clear months since ``first_seen``."""
     fs = xr.DataArray(first_seen, dims=prob.dims[1:])
+    if prob.chunks is not None:  # block by block, as prob is read
+        spatial = dict(zip(prob.dims, prob.chunks, strict=True))
+        fs = fs.chunk({d: spatial[d] for d in fs.dims})
     after = prob["time"] >= fs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -394,6 +397,10 @@ def construction_tile_indicators(
     vfrac = (n_valid / float(k * k)).astype("float32")
     pixel_area = abs(tg.geobox.resolution.x * tg.geobox.resolution.y)
     times = prob["time"]
+    if prob.chunks is not None and first_seen.chunks is None:
+        # the year's (time, y, x) comparison block by block, as prob is read
+        spatial = dict(zip(prob.dims, prob.chunks, strict=True))
+        first_seen = first_seen.chunk({d: spatial[d] for d in first_seen.dims if d in spatial})
     is_new = (first_seen <= times).astype("float32")
     new_m2 = (tile_reduce(is_new, tg, how="sum", pixels_per_tile=k) * pixel_area).astype("float32")
     new_m2 = new_m2.transpose("time", "tile_y", "tile_x")

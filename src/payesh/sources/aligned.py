@@ -5,9 +5,9 @@ pixel edges fall on the tiles' own 10 m lattice. In that case a 10 m band needs 
 resampling at all and a 20 m band needs only each pixel repeated, so the general
 reprojection machinery (``odc.stac.load``: a Dask graph per scene, GDAL warping per
 chunk) is pure overhead over the decode itself. Here every asset of a month is read
-with one windowed ``rasterio`` read per (item, asset, strip of COG blocks) on a pool
-of threads (GDAL releases the GIL while decoding), mapped onto the city grid with
-integer indices, masked with SCL and reduced to the monthly median strip by strip.
+with one windowed ``rasterio`` read per (item, asset, block of whole COG blocks) on a
+pool of threads (GDAL releases the GIL while decoding), mapped onto the city grid with
+integer indices, masked with SCL and reduced to the monthly median block by block.
 
 The result is the same Dataset :func:`payesh.monthly.s2_month` builds through
 odc-stac — the same nearest-neighbour mapping (pixel centres), the same fusing of
@@ -24,7 +24,6 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import pairwise
@@ -42,7 +41,7 @@ from rasterio.windows import Window
 from payesh import nanops
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import _SCL_CLOUDY, SCL_MASKED, SCL_SNOW, _dilate
-from payesh.parallel import default_threads
+from payesh.parallel import default_threads, gather, map_all, shared_pool
 from payesh.sources.checksum import readable_href
 from payesh.sources.profiles import S2_SATURATED_DN
 from payesh.sources.rio_retry import is_remote, retry_rio
@@ -71,6 +70,7 @@ class AssetGrid:
     height: int
     width: int
     block_rows: int
+    block_cols: int
     nodata: float | None
     dataset: Any = field(default=None, compare=False, repr=False)  # open while the month reads
 
@@ -124,6 +124,7 @@ def _grid_of(src: Any, href: str, geobox: GeoBox) -> AssetGrid | None:
         height=src.height,
         width=src.width,
         block_rows=int(src.block_shapes[0][0]),
+        block_cols=int(src.block_shapes[0][1]),
         nodata=src.nodata,
         dataset=src,
     )
@@ -184,8 +185,8 @@ def plan_aligned(
             nodata=nodata[item.id],
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        plans = list(pool.map(one, items))
+    pool = shared_pool("aligned-plan", max(1, threads))
+    plans = map_all(pool, one, items)
     kept = [p for p in plans if p is not None]
     if len(kept) < len(plans):
         close_plans(kept)
@@ -208,15 +209,18 @@ def _index(idx: np.ndarray) -> slice | np.ndarray:
     return idx
 
 
-def _read_rows(grid: AssetGrid, rows: np.ndarray, env: Mapping[str, str]) -> np.ndarray:
-    """The asset's values at city rows ``rows`` × every city column, float32 DN, NaN outside."""
-    src_rows = grid.rows[rows]
-    out = np.full((len(rows), len(grid.cols)), np.nan, dtype="float32")
+def _read_window(
+    grid: AssetGrid, rows: np.ndarray, cols: np.ndarray, env: Mapping[str, str]
+) -> np.ndarray:
+    """The asset's values at city rows ``rows`` × city columns ``cols``, float32 DN, NaN
+    outside the raster."""
+    src_rows, src_cols = grid.rows[rows], grid.cols[cols]
+    out = np.full((len(rows), len(cols)), np.nan, dtype="float32")
     ok_r = np.flatnonzero((src_rows >= 0) & (src_rows < grid.height))
-    ok_c = np.flatnonzero((grid.cols >= 0) & (grid.cols < grid.width))
+    ok_c = np.flatnonzero((src_cols >= 0) & (src_cols < grid.width))
     if not len(ok_r) or not len(ok_c):
         return out
-    r_src, c_src = src_rows[ok_r], grid.cols[ok_c]
+    r_src, c_src = src_rows[ok_r], src_cols[ok_c]
     r0, c0 = int(r_src.min()), int(c_src.min())
     window = Window(c0, r0, int(c_src.max()) + 1 - c0, int(r_src.max()) + 1 - r0)
     if env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
@@ -250,19 +254,40 @@ def _read_remote(grid: AssetGrid, window: Window, env: Mapping[str, str]) -> np.
     )
 
 
-def _strips(plans: Sequence[ItemPlan], ny: int, target: int = 1024) -> list[slice]:
-    """City row ranges whose source windows cover whole COG block rows of the finest band.
+def _cuts(index: np.ndarray, block: int, target: int) -> list[slice]:
+    """Ranges of city pixels whose source pixels ``index`` fill whole source blocks of
+    ``block`` pixels, about ``target`` source pixels long (shorter than a block: ranges of
+    ``target``, for tests)."""
+    unit = block * max(1, target // block) if target >= block else max(1, target)
+    part = np.floor_divide(index, unit)
+    edges = [0, *(int(c) for c in np.flatnonzero(np.diff(part)) + 1), len(index)]
+    return [slice(a, b) for a, b in pairwise(edges) if b > a]
 
-    ``target`` is the wanted strip height in source rows of the finest band, rounded to
-    whole COG blocks (smaller than a block: strips of ``target`` rows, for tests).
+
+def _blocks(plans: Sequence[ItemPlan], target: int = 512) -> list[tuple[slice, slice]]:
+    """City (rows, columns) blocks whose source windows cover whole COG blocks of the
+    finest band, about ``target`` source pixels a side.
+
+    Blocks, not full-width strips: the pixels in flight (every scene and band of the
+    month over one block) stay the same whatever the width of the city. They come grouped
+    by the COG block of the coarsest band (a 20 m block spans 2 × 2 blocks of 10 m) so
+    that each coarse block is decoded once and then found in GDAL's cache, which can
+    therefore stay small (:data:`payesh.parallel.GDAL_CACHE_MB`).
     """
     grids = list(plans[0].grids.values())
     finest = max(grids, key=lambda g: len(np.unique(g.rows)))
-    block = max(1, finest.block_rows)
-    unit = block * max(1, target // block) if target >= block else max(1, target)
-    strip_of = np.floor_divide(finest.rows, unit)
-    edges = [0, *(int(c) for c in np.flatnonzero(np.diff(strip_of)) + 1), ny]
-    return [slice(a, b) for a, b in pairwise(edges) if b > a]
+    coarsest = min(grids, key=lambda g: len(np.unique(g.rows)))
+    rows = _cuts(finest.rows, max(1, finest.block_rows), target)
+    cols = _cuts(finest.cols, max(1, finest.block_cols), target)
+
+    def coarse_block(r: slice, c: slice) -> tuple[int, int]:
+        return (
+            int(coarsest.rows[r.start]) // max(1, coarsest.block_rows),
+            int(coarsest.cols[c.start]) // max(1, coarsest.block_cols),
+        )
+
+    blocks = [(r, c) for r in rows for c in cols]
+    return sorted(blocks, key=lambda b: coarse_block(*b))  # stable: row-major inside
 
 
 def _median_into(out: np.ndarray, stacks: list[np.ndarray], clear: np.ndarray, r: slice) -> None:
@@ -282,15 +307,16 @@ def read_s2_month_aligned(
     mask_snow: bool = False,
     threads: int | None = None,
     env: Mapping[str, str] | None = None,
-    strip_rows: int = 1024,
+    block_px: int = 512,
 ) -> xr.Dataset:
     """The monthly median composite of ``plans`` on ``geobox`` (see ``monthly.s2_month``).
 
-    Strips of city rows are processed one after another; within a strip every
-    (time step, band) is read on the thread pool, the SCL mask is built once for the
-    strip (with a halo of ``buffer_px`` rows so that dilation crosses strip edges), and
-    the medians are taken on the pool in row blocks. Peak memory is one strip of the
-    month's scenes.
+    Blocks of the city (whole COG blocks of the finest band, about ``block_px`` source
+    pixels a side) are processed one after another; within a block every (time step,
+    band) is read on the thread pool, the SCL mask is built once for the block (with a
+    halo of ``buffer_px`` pixels so that dilation crosses block edges), and the medians
+    are taken on the pool in row ranges. Peak memory is the month's composite plus one
+    block of the month's scenes, whatever the width of the city.
 
     Returns
     -------
@@ -308,12 +334,13 @@ def read_s2_month_aligned(
     obs_count = np.zeros((ny, nx), dtype="int16")
     masked_classes = list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])
 
-    def fused(group: list[ItemPlan], band: str, rows: np.ndarray) -> np.ndarray:
-        """One time step's band at ``rows``: physical units (SCL: class), NaN at nodata."""
+    def fused(group: list[ItemPlan], band: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """One time step's band at ``rows`` × ``cols``: physical units (SCL: class), NaN at
+        nodata."""
         t0 = time.perf_counter()
         out: np.ndarray | None = None
         for p in group:
-            raw = _read_rows(p.grids[band], rows, env)
+            raw = _read_window(p.grids[band], rows, cols, env)
             nd = p.nodata.get(band)
             if nd is not None and nd != p.grids[band].nodata:
                 raw[raw == nd] = np.nan
@@ -332,7 +359,7 @@ def read_s2_month_aligned(
         return out
 
     def scl_masks(scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bad, observed) of one time step's SCL rows, clouds dilated by ``buffer_px``."""
+        """(bad, observed) of one time step's SCL block, clouds dilated by ``buffer_px``."""
         t0 = time.perf_counter()
         classes = np.where(np.isnan(scl), 0, scl).astype("uint8")
         bad = np.isin(classes, masked_classes)
@@ -341,45 +368,45 @@ def read_s2_month_aligned(
         _add_time("mask", t0)
         return bad, classes != 0
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for strip in _strips(plans, ny, strip_rows):
-            lo, hi = max(0, strip.start - buffer_px), min(ny, strip.stop + buffer_px)
-            rows = np.arange(lo, hi)
-            jobs = {
-                (t, b): pool.submit(fused, g, b, rows)
-                for t, g in enumerate(groups)
-                for b in (*bands, "scl")
-            }
-            data = {k: f.result() for k, f in jobs.items()}
-            inner = slice(strip.start - lo, strip.stop - lo)
-            masks = list(pool.map(scl_masks, [data[(t, "scl")] for t in range(len(groups))]))
-            t0 = time.perf_counter()
-            clear = np.stack(
-                [
-                    ~bad[inner] & ~np.isnan(data[(t, bands[0])][inner])
-                    for t, (bad, _) in enumerate(masks)
-                ]
-            )
-            clear_count[strip] = clear.sum(axis=0)
-            obs_count[strip] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0)
-            _add_time("mask", t0)
+    pool = shared_pool("aligned-read", threads)
+    for rs, cs in _blocks(plans, block_px):
+        # SCL with a halo of buffer_px (the cloud buffer crosses block edges), the
+        # bands without: only the SCL blocks next door are decoded twice (or cached)
+        r_lo, r_hi = max(0, rs.start - buffer_px), min(ny, rs.stop + buffer_px)
+        c_lo, c_hi = max(0, cs.start - buffer_px), min(nx, cs.stop + buffer_px)
+        halo = (np.arange(r_lo, r_hi), np.arange(c_lo, c_hi))
+        own = (np.arange(rs.start, rs.stop), np.arange(cs.start, cs.stop))
+        jobs = {
+            (t, b): pool.submit(fused, g, b, *(halo if b == "scl" else own))
+            for t, g in enumerate(groups)
+            for b in (*bands, "scl")
+        }
+        data = dict(zip(jobs, gather(list(jobs.values())), strict=True))
+        inner = (slice(rs.start - r_lo, rs.stop - r_lo), slice(cs.start - c_lo, cs.stop - c_lo))
+        masks = map_all(pool, scl_masks, [data[(t, "scl")] for t in range(len(groups))])
+        t0 = time.perf_counter()
+        clear = np.stack(
+            [~bad[inner] & ~np.isnan(data[(t, bands[0])]) for t, (bad, _) in enumerate(masks)]
+        )
+        clear_count[rs, cs] = clear.sum(axis=0)
+        obs_count[rs, cs] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0)
+        _add_time("mask", t0)
 
-            n = strip.stop - strip.start
-            step = max(16, math.ceil(n * len(bands) / threads / 2))
-            parts = [
-                partial(
-                    _median_into,
-                    comp[band][strip],
-                    [data[(t, band)][inner] for t in range(len(groups))],
-                    clear,
-                    slice(r, min(n, r + step)),
-                )
-                for band in bands
-                for r in range(0, n, step)
-            ]
-            for f in [pool.submit(part) for part in parts]:
-                f.result()
-            del data, jobs, masks, clear
+        n = rs.stop - rs.start
+        step = max(16, math.ceil(n * len(bands) / threads / 2))
+        parts = [
+            partial(
+                _median_into,
+                comp[band][rs, cs],
+                [data[(t, band)] for t in range(len(groups))],
+                clear,
+                slice(r, min(n, r + step)),
+            )
+            for band in bands
+            for r in range(0, n, step)
+        ]
+        gather([pool.submit(part) for part in parts])
+        del data, jobs, masks, clear
 
     out = xr.Dataset(
         {b: (("y", "x"), comp[b]) for b in bands}
@@ -425,8 +452,8 @@ def s2_month_aligned(
                 return found
         return None
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        problems = list(pool.map(problem, ready))
+    pool = shared_pool("aligned-check", n)
+    problems = map_all(pool, problem, ready)
     if ready and all(problems):  # nothing would be read: one error listing every problem
         raise NoReadableItemsError(
             "no readable s2 item: " + "; ".join(str(p) for p in problems),
