@@ -74,6 +74,16 @@ _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
+def _forget_pools_after_fork() -> None:
+    """A forked child has none of its parent's threads: its pools start afresh."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_after_fork)
+
+
 def shared_pool(name: str, threads: int | None = None) -> ThreadPoolExecutor:
     """The process's pool ``name`` of ``threads`` threads (default :func:`default_threads`).
 

@@ -100,3 +100,21 @@ def test_an_unwritable_staging_folder_is_one_clear_error(tmp_path: Path) -> None
     blocker.write_text("not a folder")
     with pytest.raises(PayeshError, match="PAYESH_STAGING_DIR"), staging.run_stage(blocker / "x"):
         pass
+
+
+def test_a_forked_child_gets_pools_of_its_own() -> None:
+    """Pools are shared within a process; a child forked after they started (the crash
+    tests' zygote, a Prefect process worker) must not wait on its parent's threads."""
+    from payesh.parallel import shared_pool
+
+    assert shared_pool("test", 2).submit(lambda: 1).result() == 1
+    assert shared_pool("test", 2) is shared_pool("test", 2)
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its pool runs a job
+        try:
+            ok = shared_pool("test", 2).submit(lambda: 41 + 1).result(timeout=10) == 42
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
