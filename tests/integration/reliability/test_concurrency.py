@@ -27,7 +27,6 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,8 +37,6 @@ import rasterio
 from figures import record
 from flow_zygote import (
     FlowZygote,
-    close_zygote,
-    flow_zygote,
     job,
     references,
     snapshot_ids,
@@ -51,13 +48,6 @@ from PIL import Image
 pytestmark = pytest.mark.integration
 
 MONTH = "2025-02"  # in the old and the new version
-
-
-@pytest.fixture(scope="session")
-def zygote(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowZygote]:
-    z = flow_zygote(tmp_path_factory.mktemp("zygote"))
-    yield z
-    close_zygote()
 
 
 def test_two_runs_of_one_city_at_once(

@@ -18,15 +18,12 @@ from __future__ import annotations
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from figures import record, scale, variant
 from flow_zygote import (
     FlowZygote,
-    close_zygote,
-    flow_zygote,
     job,
     references,
     snapshot_ids,
@@ -38,13 +35,6 @@ pytestmark = pytest.mark.integration
 
 SEED = 20261123
 KILLS = scale(3, 50)
-
-
-@pytest.fixture(scope="session")
-def zygote(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowZygote]:
-    z = flow_zygote(tmp_path_factory.mktemp("zygote"))
-    yield z
-    close_zygote()
 
 
 def test_flow_sigkilled_at_random_points(
