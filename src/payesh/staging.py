@@ -121,7 +121,14 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
     for name in [*out.data_vars, *out.coords]:
         if out[name].dtype.kind == "U":  # e.g. the band names of true_colour
             out[name] = out[name].astype(object)
-    out.to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+    try:
+        out.to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+    except OSError as err:  # a full or read-only disk: one clear error, not a traceback
+        shutil.rmtree(path, ignore_errors=True)
+        raise PayeshError(
+            f"cannot stage {key} in {stage} ({err.strerror or err}); free space there or set "
+            f"{STAGING_ENV} to another local folder"
+        ) from err
     return path
 
 

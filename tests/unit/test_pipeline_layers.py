@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -118,3 +119,13 @@ def test_a_forked_child_gets_pools_of_its_own() -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_month_that_cannot_be_staged_is_one_clear_error(tmp_path: Path) -> None:
+    """A staging folder that cannot be written (here: gone; in life: a full disk) is one
+    PayeshError naming the month and the folder and the setting, not a traceback."""
+    ds = xr.Dataset({"builtup_prob": (("time", "y", "x"), np.zeros((1, 4, 4), "float32"))})
+    blocker = tmp_path / "stage"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(PayeshError, match=r"s2-2025-01 in .*stage.*PAYESH_STAGING_DIR"):
+        staging.stage_dataset(ds, blocker, "s2-2025-01", block=2)
