@@ -1,0 +1,62 @@
+"""Thread counts, shared pools and the native memory a run may hold (payesh.parallel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from payesh import parallel
+
+_PROBE = (
+    "import json, os; from payesh.parallel import bound_native_memory; "
+    "print(json.dumps([bound_native_memory(), os.environ.get('GDAL_CACHEMAX')]))"
+)
+
+
+def _probe(env: dict[str, str]) -> list[object]:
+    base = {k: v for k, v in os.environ.items() if k not in ("GDAL_CACHEMAX", "MALLOC_ARENA_MAX")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=base | env, capture_output=True, text=True, check=True
+    )
+    return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+def test_bound_native_memory_caps_gdal_cache_and_malloc_arenas() -> None:
+    done, cache = _probe({})
+    assert done == {"GDAL_CACHEMAX": str(parallel.GDAL_CACHE_MB), "malloc_arena_max": "2"}
+    assert cache == str(parallel.GDAL_CACHE_MB)
+    # what the environment already decided is left alone
+    done, cache = _probe({"GDAL_CACHEMAX": "512", "MALLOC_ARENA_MAX": "4"})
+    assert done == {} and cache == "512"
+
+
+def test_default_threads_reads_payesh_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYESH_THREADS", "3")
+    assert parallel.default_threads() == 3
+    monkeypatch.setenv("PAYESH_THREADS", "zero")
+    with pytest.raises(ValueError, match="PAYESH_THREADS='zero'"):
+        parallel.default_threads()
+
+
+def test_map_all_waits_for_every_job_before_raising() -> None:
+    """A failing job is raised only once the others are done (they may read files the
+    caller closes on the error)."""
+    import time
+
+    finished: list[int] = []
+
+    def job(i: int) -> int:
+        if i == 0:
+            raise RuntimeError("first job fails at once")
+        time.sleep(0.2)
+        finished.append(i)
+        return i
+
+    with pytest.raises(RuntimeError, match="fails at once"):
+        parallel.map_all(parallel.shared_pool("test-map-all", 4), job, range(4))
+    assert sorted(finished) == [1, 2, 3]
