@@ -219,10 +219,19 @@ def test_sigkill_at_random_points(zygote: Zygote, tmp_path: Path) -> None:
     for trial in range(KILLS):
         root = tmp_path / f"trial{trial:02d}"
         shutil.copytree(base, root)
-        delay = rng.uniform(0.0, 1.25 * duration)
+        share = rng.uniform(0.0, 1.25)  # of the run's time to its commit
+        t_start = time.monotonic()
         pid = zygote.start(root)
-        time.sleep(delay)
-        committed = zygote.kill(pid)
+        if trial == 1:
+            # one kill surely after the commit; its time to commit also rescales the
+            # delays (a writer forked into a trial store takes longer than the reference)
+            zygote.wait_committed()
+            duration = max(duration, time.monotonic() - t_start)
+            zygote.kill(pid)
+            committed = True
+        else:  # the first surely before it (at once); the others anywhere in the run
+            time.sleep(0.0 if trial == 0 else share * duration)
+            committed = zygote.kill(pid)
 
         ids = _ids(root)
         got = _values(root)
