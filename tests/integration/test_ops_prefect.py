@@ -107,7 +107,7 @@ def test_scheduled_deployment_run_by_the_worker_writes_the_store_payesh_run_writ
     monitored_tiny_city: tuple[Any, Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolUpdate
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.client.schemas.sorting import DeploymentSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -179,6 +179,9 @@ def test_scheduled_deployment_run_by_the_worker_writes_the_store_payesh_run_writ
                         what="the worker to take the run",
                         poll=0.1,
                     )
+                    # and pause the pool: a next-slot run the scheduler queued before the
+                    # switch (seen under load) is then never taken by the worker
+                    client.update_work_pool(POOL, WorkPoolUpdate(is_paused=True))
                     client.update_deployment_schedule(dep.id, schedule.id, active=False)
                 deadline = time.monotonic() + RUN_TIMEOUT_S
                 while not (state := _read_run(api, run.id).state).is_final():
