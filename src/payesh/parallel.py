@@ -51,9 +51,10 @@ def bound_native_memory() -> dict[str, str]:
     * GDAL's block cache: ``GDAL_CACHEMAX`` = :data:`GDAL_CACHE_MB` unless set (read by
       GDAL at its first read in the process);
     * glibc's malloc arenas: at most :data:`MALLOC_ARENAS` unless ``MALLOC_ARENA_MAX`` is
-      set. Every new thread (thread pools are made per month) otherwise gets an arena of
-      its own, which keeps the month's freed arrays: measured on a 24 km city, memory grew
-      by about 230 MB a month without the cap and stayed flat with it.
+      set. Every new thread (Prefect's, Dask's, a pool's) may otherwise get an arena of
+      its own, which keeps the arrays it freed: measured on a 24 km city with a thread
+      pool per month, memory grew by about 230 MB a month without the cap and stayed
+      flat with it (payesh's own pools are now shared, :func:`shared_pool`).
 
     Returns what was set (empty where the environment already decided, or not glibc).
     """

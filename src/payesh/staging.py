@@ -34,7 +34,14 @@ import xarray as xr
 
 from payesh.errors import PayeshError
 
-__all__ = ["STAGING_ENV", "open_staged", "run_stage", "stage_dataset", "sweep_stale"]
+__all__ = [
+    "STAGING_ENV",
+    "block_pixels",
+    "open_staged",
+    "run_stage",
+    "stage_dataset",
+    "sweep_stale",
+]
 
 STAGING_ENV = "PAYESH_STAGING_DIR"
 """Where runs stage their month layers (default: :func:`tempfile.gettempdir`)."""
