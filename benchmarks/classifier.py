@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "data" / "bench-classifier"))
     args = ap.parse_args()
 
-    model = load_model(args.model or default_model_path())
+    model = load_model(args.model or default_model_path(), compiled=False)
     comps, _, _ = demo_training_data(Path(args.out), seed=0)
     cube = np.stack(comps[: args.months])  # (t, y, x, band)
     t, ny, nx, _ = cube.shape

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from payesh import pipeline, runkeys, staging
 from payesh.city import City, load_city
@@ -69,6 +70,30 @@ def dask_client(address: str | None) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         yield client
+
+
+S2_MONTHS_ENV = "PAYESH_S2_MONTHS_AT_ONCE"
+
+
+def s2_months_at_once() -> int:
+    """Sentinel-2 months made at the same time: one per 4 cores this process may use, at
+    most 4 (each holds its month's composite: ~160 MB for a 24 km city), unless
+    ``$PAYESH_S2_MONTHS_AT_ONCE`` says how many. One on a 2-core machine.
+
+    A month's reads and medians already use every core, but between them each month has
+    steps that use one (its Prefect task, its staging write): with many cores, months
+    one after another leave most of them idle (benchmarks/README.md, scaling).
+    """
+    raw = os.environ.get(S2_MONTHS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise PayeshError(f"${S2_MONTHS_ENV}={raw!r}: expected a whole number ≥ 1")
+        return n
+    return max(1, min(4, len(os.sched_getaffinity(0)) // 4))
 
 
 # --- tasks: one library call each ---------------------------------------------------------
@@ -197,20 +222,32 @@ def monitor_city(
                 "exports": {},
             }
         logger.info("to compute: %s", "; ".join(f"{k} {', '.join(v)}" for k, v in changed.items()))
-    products = {"s2": s2_month_task, "landsat": landsat_month_task, "viirs": viirs_month_task}
-    monthly: dict[str, list[xr.Dataset]] = {}
     months = list(plan.months)
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
-    # back block by block by the indicators, the commit and the exports.
+    # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
+    # months (small) are made one at a time alongside them, not after them.
     with staging.run_stage() as stage:
-        with dask_client(dask_address):
-            for key, month_task in products.items():
-                if key not in plan.items:
-                    continue
+        with (
+            dask_client(dask_address),
+            ThreadPoolTaskRunner[Any](max_workers=1) as side,
+            ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,
+        ):
+            futures = {
+                key: [side.submit(task, {"plan": plan, "month": m}) for m in months]
+                for key, task in (("landsat", landsat_month_task), ("viirs", viirs_month_task))
+                if key in plan.items
+            }
+            if "s2" in plan.items:
+                params = {"plan": plan, "stage": str(stage)}
+                futures = {
+                    "s2": [s2.submit(s2_month_task, {**params, "month": m}) for m in months],
+                    **futures,
+                }
+            monthly: dict[str, list[xr.Dataset]] = {}
+            for key, pending in futures.items():
                 monthly[key] = []
-                for i, month in enumerate(months):
-                    extra = {"stage": str(stage)} if key == "s2" else {}
-                    monthly[key].append(month_task(plan, month, **extra))  # type: ignore[operator]
+                for i, future in enumerate(pending):
+                    monthly[key].append(future.result())
                     report(f"{key}: load, mask, composite", i + 1, len(months))
         # the staged months are on this machine: read by this process's threads
         result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))

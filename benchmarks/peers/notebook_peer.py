@@ -94,7 +94,7 @@ def builtup(items: list[pystac.Item], gbox: Any, tile_px: int) -> tuple[xr.DataA
     clear = ~s2.scl.isin(SCL_NOT_CLEAR) & ~_grow(s2.scl.isin(SCL_CLOUDY))
     monthly = refl.where(clear).resample(time="1MS").median()
 
-    model = load_model(default_model_path())
+    model = load_model(default_model_path(), compiled=False)
     stack = monthly.to_dataarray("band").transpose("time", "y", "x", "band").chunk({"band": -1})
     prob = xr.apply_ufunc(
         _predict,

@@ -31,7 +31,14 @@ from scipy.special import expit
 
 from payesh.parallel import shared_pool
 
-__all__ = ["CompiledForest", "compile_forest", "predict_positive"]
+__all__ = [
+    "CompiledClassifier",
+    "CompiledForest",
+    "compile_forest",
+    "forest_arrays",
+    "forest_from_arrays",
+    "predict_positive",
+]
 
 _ROWS_PER_TASK = 65536
 _BLOCK = 256  # pixels tested together per node: fits L1 with their features
@@ -146,6 +153,79 @@ def compile_forest(estimator: Any) -> CompiledForest | None:
     )
 
 
+_ARRAY_DTYPES = {
+    "feature": np.int32,
+    "threshold64": np.float64,
+    "threshold32": np.float32,
+    "nan_right": np.bool_,
+    "mask": np.uint64,
+    "tree_start": np.int32,
+    "leaf_value": np.float64,
+}
+
+
+def forest_arrays(forest: CompiledForest) -> dict[str, np.ndarray]:
+    """``forest`` as plain arrays (for ``np.savez``; read back by :func:`forest_from_arrays`)."""
+    out = {name: getattr(forest, name) for name in _ARRAY_DTYPES}
+    out["baseline"] = np.float64(forest.baseline)
+    out["n_features"] = np.int64(forest.n_features)
+    return out
+
+
+def forest_from_arrays(arrays: Any) -> CompiledForest:
+    """The forest :func:`forest_arrays` wrote, checked (a mapping of arrays, e.g. an npz).
+
+    Raises
+    ------
+    ValueError
+        A missing array, a wrong dtype, or shapes that do not make a forest.
+    """
+    got: dict[str, np.ndarray] = {}
+    for name, dtype in _ARRAY_DTYPES.items():
+        if name not in arrays:
+            raise ValueError(f"no array {name!r}")
+        a = np.asarray(arrays[name])
+        if a.dtype != dtype:
+            raise ValueError(f"array {name!r} is {a.dtype}, not {np.dtype(dtype)}")
+        got[name] = a
+    n_features = int(arrays["n_features"])
+    nodes = got["feature"].shape
+    if any(got[k].shape != nodes for k in ("threshold64", "threshold32", "nan_right", "mask")):
+        raise ValueError("split-node arrays of different lengths")
+    starts, leaves = got["tree_start"], got["leaf_value"]
+    if (
+        starts.ndim != 1
+        or leaves.ndim != 2
+        or starts.size != leaves.shape[0] + 1
+        or leaves.shape[1] > _MAX_LEAVES
+        or starts[0] != 0
+        or starts[-1] != nodes[0]
+        or (np.diff(starts) < 0).any()
+        or (nodes[0] and not 0 <= got["feature"].min() <= got["feature"].max() < n_features)
+    ):
+        raise ValueError("tree arrays do not make a forest")
+    return CompiledForest(**got, baseline=float(arrays["baseline"]), n_features=n_features)
+
+
+class CompiledClassifier:
+    """A binary classifier that is its compiled trees alone: ``predict_proba`` as the
+    scikit-learn model it was compiled from gives, without importing scikit-learn."""
+
+    def __init__(self, forest: CompiledForest) -> None:
+        self.forest = forest
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = forest.n_features
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"features of shape {x.shape}: the model takes (n, {self.n_features_in_})"
+            )
+        p = predict_positive(self, x)
+        return np.column_stack([1.0 - p, p])  # as scikit-learn: class 0 is 1 - P(class 1)
+
+
 @njit(nogil=True, cache=True)
 def _raw_predict(
     x: np.ndarray,
@@ -198,6 +278,8 @@ _cache_lock = threading.Lock()
 
 
 def _compiled(estimator: Any) -> CompiledForest | None:
+    if isinstance(estimator, CompiledClassifier):
+        return estimator.forest
     with _cache_lock:
         hit = _cache.get(id(estimator))
         if hit is not None and hit[0] is estimator:

@@ -6,6 +6,7 @@ at a range-request HTTP server on loopback: the path Earth Search takes, end to 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,59 @@ def test_flow_through_the_stac_api_equals_the_static_store(
     assert json.loads(api_prov["source_items"]) == json.loads(static_prov["source_items"])
     assert api_prov["catalog"] == stac_api != static_prov["catalog"]
     assert len(history(name, store=str(api_store))) == 1
+
+
+def test_months_made_at_once_give_the_same_store(
+    monitored_tiny_city: tuple[Any, Path, dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three Sentinel-2 months in flight, Landsat and VIIRS alongside: the same store as
+    one month after another (the fixture's run, on this machine's 2 cores)."""
+    from flows.monitor import monitor_city, s2_months_at_once
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    gen, static_store, _ = monitored_tiny_city
+    name = load_city(gen.manifest).name
+    monkeypatch.setenv("PAYESH_S2_MONTHS_AT_ONCE", "3")
+    assert s2_months_at_once() == 3
+    store = tmp_path / "store"
+    state = monitor_city(
+        city=str(gen.manifest),
+        catalog=str(gen.catalog),
+        start=TINY_START,
+        end=TINY_END,
+        store=str(store),
+        return_state=True,
+    )
+    assert state.is_completed()
+    for group in ("tiles", "pixels", "ntl"):
+        xr.testing.assert_equal(
+            open_indicators(name, store=str(store), group=group).load().drop_attrs(),
+            open_indicators(name, store=str(static_store), group=group).load().drop_attrs(),
+        )
+    sites = open_sites(name, store=str(store))
+    assert sites.drop(columns="geometry").equals(
+        open_sites(name, store=str(static_store)).drop(columns="geometry")
+    )
+
+    # and they were made at once: Sentinel-2 month tasks overlap, Landsat's run among them
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    spans = {
+        kind: sorted(
+            (r.start_time, r.end_time)
+            for r in runs
+            if r.name.startswith(kind) and r.start_time is not None and r.end_time is not None
+        )
+        for kind in ("s2-month", "landsat-month")
+    }
+    s2 = spans["s2-month"]
+    assert len(s2) == 8
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(s2)), "no two S2 months overlapped"
+    first_landsat = spans["landsat-month"][0][0]
+    assert first_landsat < s2[-1][1], "Landsat waited for every Sentinel-2 month"

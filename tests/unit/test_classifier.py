@@ -22,6 +22,7 @@ from payesh.classifier import (
     SPYNDEX_BANDS,
     BuiltupModel,
     builtup_probability,
+    compiled_path,
     default_model_path,
     feature_stack,
     load_model,
@@ -29,8 +30,10 @@ from payesh.classifier import (
     save_model,
     spectral_features,
     train_builtup,
+    write_compiled,
 )
 from payesh.errors import ModelError
+from payesh.forest import CompiledClassifier, compile_forest, forest_arrays, forest_from_arrays
 
 
 def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
@@ -118,14 +121,97 @@ def test_skops_round_trip(model: BuiltupModel, tmp_path: Path) -> None:
     assert path.name == "builtup-0.0.1-test.skops"
     card = path.with_suffix(".md").read_text(encoding="utf-8")
     assert "0.0.1-test" in card and "synthetic roofs" in card and "f1" in card
-    loaded = load_model(path)
-    assert loaded.version == model.version
-    assert loaded.metrics == model.metrics
     x, _ = _samples(200, seed=5)
-    np.testing.assert_array_equal(
-        loaded.estimator.predict_proba(x), model.estimator.predict_proba(x)
-    )
+    for compiled in (True, False):
+        loaded = load_model(path, compiled=compiled)
+        assert isinstance(loaded.estimator, CompiledClassifier) is compiled
+        assert loaded.version == model.version
+        assert loaded.metrics == model.metrics
+        assert loaded.feature_names == model.feature_names
+        assert loaded.training == model.training and loaded.created == model.created
+        np.testing.assert_array_equal(
+            loaded.estimator.predict_proba(x), model.estimator.predict_proba(x)
+        )
     assert default_model_path(tmp_path) == path
+
+
+def test_compiled_trees_are_the_model_bit_for_bit(model: BuiltupModel, tmp_path: Path) -> None:
+    """The model read from its .trees.npz predicts what scikit-learn predicts, NaN too."""
+    path = save_model(model, tmp_path)
+    assert compiled_path(path) == tmp_path / "builtup-0.0.1-test.trees.npz"
+    fast = load_model(path)
+    assert isinstance(fast.estimator, CompiledClassifier)
+    x, _ = _samples(5000, seed=9)
+    x[::11, 2] = np.nan
+    x[::13] = np.nan
+    for dtype in ("float64", "float32"):
+        np.testing.assert_array_equal(
+            fast.estimator.predict_proba(x.astype(dtype)),
+            model.estimator.predict_proba(x.astype(dtype)),
+        )
+    with pytest.raises(ValueError, match="takes"):
+        fast.estimator.predict_proba(x[:, :3])
+    with pytest.raises(ModelError, match="compiled trees"):
+        save_model(fast, tmp_path / "again")
+
+
+def test_compiled_trees_used_only_for_the_bytes_they_were_written_from(
+    model: BuiltupModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = save_model(model, tmp_path)
+    side = compiled_path(path)
+    with np.load(side) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta"] = np.array(
+        str(arrays["meta"]).replace('"skops_sha256": "', '"skops_sha256": "0')
+    )
+    np.savez(side, **arrays)  # written for other bytes: the .skops file is loaded
+    assert not isinstance(load_model(path).estimator, CompiledClassifier)
+    side.write_bytes(b"not an npz")  # unreadable: logged, and the .skops file is loaded
+    with caplog.at_level("WARNING"):
+        loaded = load_model(path)
+    assert not isinstance(loaded.estimator, CompiledClassifier)
+    assert str(side) in caplog.text
+    side.unlink()
+    assert not isinstance(load_model(path).estimator, CompiledClassifier)
+    assert write_compiled(model, path) == side
+    assert isinstance(load_model(path).estimator, CompiledClassifier)
+
+
+def test_forest_arrays_checked_when_read(model: BuiltupModel) -> None:
+    forest = compile_forest(model.estimator)
+    assert forest is not None
+    arrays = forest_arrays(forest)
+    back = forest_from_arrays(arrays)
+    np.testing.assert_array_equal(back.mask, forest.mask)
+    assert back.baseline == forest.baseline and back.n_features == forest.n_features
+    bad = dict(arrays, feature=arrays["feature"].astype("int64"))
+    with pytest.raises(ValueError, match="feature"):
+        forest_from_arrays(bad)
+    bad = dict(arrays, feature=arrays["feature"] + np.int32(forest.n_features))
+    with pytest.raises(ValueError, match="forest"):
+        forest_from_arrays(bad)
+    bad = {k: v for k, v in arrays.items() if k != "mask"}
+    with pytest.raises(ValueError, match="mask"):
+        forest_from_arrays(bad)
+
+
+def test_shipped_models_have_their_compiled_trees() -> None:
+    """Every model in models/ has trees written from its current bytes; loading the
+    current one imports neither scikit-learn nor skops (about 3 s of every run)."""
+    import subprocess
+    import sys
+
+    folder = default_model_path().parent
+    for path in sorted(folder.glob("builtup-*.skops")):
+        assert isinstance(load_model(path).estimator, CompiledClassifier), path
+    code = (
+        "import sys; from payesh.classifier import load_model, default_model_path; "
+        "m = load_model(default_model_path()); "
+        "print(type(m.estimator).__name__, 'sklearn' in sys.modules, 'skops' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["CompiledClassifier", "False", "False"]
 
 
 class Payload:
