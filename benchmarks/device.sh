@@ -5,14 +5,15 @@
 # and pyarrow, and nothing of ours; wheels for the rest travel with the working tree, at
 # most 64 MiB a call, which is less than they take (~160 MB: rasterio 35, pyogrio 33,
 # icechunk 18). So it runs in several calls on the same warm machine (it is given back
-# 30 s after a call), each carrying a folder of at most ~60 MB of wheels:
+# 30 s after a call), each carrying a folder of at most ~58 MB of wheels, made here by
+# `benchmarks/device_wheels.py` (.whl-1, .whl-2, ...):
 #
-#   benchmarks/device.sh install .whl      # install a part
-#   benchmarks/device.sh prepare .whl2     # install a part, generate the 12 km city
-#   benchmarks/device.sh scale .whl3       # install the rest, run.py --scaling
+#   benchmarks/device.sh install .whl-1                 # install a part
+#   benchmarks/device.sh install .whl-2                 # another
+#   THREADS="1 2 4 8 16" benchmarks/device.sh scale .whl-3   # the rest, run.py --scaling
 #
-# Wheels: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...` of the
-# runtime closure of requirements.lock (README.md of the device tool says how).
+# `scale` generates the city (SIZE km, default 12) if it is not there yet; `prepare`
+# only installs and generates it.
 # Everything is installed under data/devsite, which stays on the machine between calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."

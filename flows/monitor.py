@@ -26,7 +26,7 @@ from payesh.city import City, load_city
 from payesh.errors import PayeshError
 from payesh.grid import aligned_geobox, city_geobox
 from payesh.monthly import landsat_month, s2_month, viirs_month
-from payesh.parallel import bound_native_memory
+from payesh.parallel import bound_native_memory, release_native_memory
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.progress import report
@@ -129,7 +129,12 @@ def s2_month_task(plan: RunPlan, month: pd.Timestamp, stage: str | None = None) 
     gbox = city_geobox(plan.city)
     composite = s2_month(plan.month_items("s2", month), gbox, month).compute()
     layers = pipeline.s2_month_layers(composite)  # classified now: the bands are not kept
-    return layers if stage is None else pipeline.stage_s2_month(plan, layers, stage)
+    if stage is None:
+        return layers
+    staged = pipeline.stage_s2_month(plan, layers, stage)
+    del composite, layers
+    release_native_memory()  # the month's arrays, freed, back to the system
+    return staged
 
 
 @task(
@@ -249,6 +254,7 @@ def monitor_city(
                 for i, future in enumerate(pending):
                     monthly[key].append(future.result())
                     report(f"{key}: load, mask, composite", i + 1, len(months))
+        release_native_memory()
         # the staged months are on this machine: read by this process's threads
         result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))
         logger.info(result.summary())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+from numba import njit
 from scipy import ndimage
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "mask_s2",
     "mask_viirs",
     "scl_clear",
+    "scl_masks",
 ]
 
 # Sentinel-2 L2A scene classes treated as not clear (ESA L2A Product Definition, SCL):
@@ -41,6 +43,70 @@ def _dilate(block: np.ndarray, buffer_px: int) -> np.ndarray:
     yy, xx = np.mgrid[-buffer_px : buffer_px + 1, -buffer_px : buffer_px + 1]
     structure[0] = yy**2 + xx**2 <= buffer_px**2
     return ndimage.binary_dilation(block, structure=structure)
+
+
+def _disk_offsets(buffer_px: int) -> np.ndarray:
+    """(dy, dx) of the disk :func:`_dilate` grows by, centre included; (0, 2) if none."""
+    if buffer_px <= 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    yy, xx = np.mgrid[-buffer_px : buffer_px + 1, -buffer_px : buffer_px + 1]
+    keep = yy**2 + xx**2 <= buffer_px**2
+    return np.stack([yy[keep], xx[keep]], axis=1).astype(np.int64)
+
+
+@njit(nogil=True, cache=True)
+def _scl_masks_kernel(
+    scl: np.ndarray,
+    bad_lut: np.ndarray,
+    cloudy_lut: np.ndarray,
+    offsets: np.ndarray,
+    bad: np.ndarray,
+    observed: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    ny, nx = scl.shape
+    grow = offsets.shape[0] > 0
+    for y in range(ny):
+        for x in range(nx):
+            v = scl[y, x]
+            c = 0
+            if v == v and v >= 0 and v < 256:  # NaN (no data) and impossible values: 0
+                c = int(v)
+            if bad_lut[c]:
+                bad[y, x] = True
+            observed[y, x] = c != 0
+    if grow:
+        for y in range(ny):
+            for x in range(nx):
+                v = scl[y, x]
+                if not (v == v and v >= 0 and v < 256) or not cloudy_lut[int(v)]:
+                    continue
+                for k in range(offsets.shape[0]):
+                    yy = y + offsets[k, 0]
+                    xx = x + offsets[k, 1]
+                    if 0 <= yy < ny and 0 <= xx < nx:
+                        bad[yy, xx] = True
+
+
+def scl_masks(
+    scl: np.ndarray, *, mask_snow: bool = False, buffer_px: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(bad, observed)`` of one SCL image (y, x), in one compiled pass.
+
+    ``scl`` holds scene classes as numbers, NaN where there is no data (class 0).
+    ``bad``: a masked class (:data:`SCL_MASKED`, plus snow with ``mask_snow``) or within
+    ``buffer_px`` pixels (a disk) of a cloud or shadow class; ``observed``: class not 0.
+    The same masks as :func:`scl_clear` on that image (``~bad``), tested equal.
+    """
+    bad_lut = np.zeros(256, dtype=np.bool_)
+    bad_lut[list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])] = True
+    cloudy_lut = np.zeros(256, dtype=np.bool_)
+    cloudy_lut[list(_SCL_CLOUDY)] = True
+    bad = np.zeros(scl.shape, dtype=np.bool_)
+    observed = np.empty(scl.shape, dtype=np.bool_)
+    _scl_masks_kernel(
+        np.ascontiguousarray(scl), bad_lut, cloudy_lut, _disk_offsets(buffer_px), bad, observed
+    )
+    return bad, observed
 
 
 def scl_clear(scl: xr.DataArray, *, mask_snow: bool = False, buffer_px: int = 0) -> xr.DataArray:

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-__all__ = ["bound_native_memory", "default_threads", "gather", "map_all", "shared_pool"]
+__all__ = [
+    "bound_native_memory",
+    "default_threads",
+    "gather",
+    "map_all",
+    "release_native_memory",
+    "shared_pool",
+]
 
 T = TypeVar("T")
 
@@ -69,6 +76,21 @@ def bound_native_memory() -> dict[str, str]:
         except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to cap
             pass
     return done
+
+
+def release_native_memory() -> bool:
+    """Give the memory malloc holds free back to the system (glibc's ``malloc_trim``).
+
+    Called between the phases of a run (after each Sentinel-2 month, before the
+    indicators): the months' freed arrays otherwise stay in malloc's arenas, counted in
+    the process's resident memory, while the next phase allocates arrays of other
+    sizes. Returns whether anything was given back (``False`` where not glibc).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}

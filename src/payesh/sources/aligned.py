@@ -40,7 +40,7 @@ from rasterio.windows import Window
 
 from payesh import nanops
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
-from payesh.masking import _SCL_CLOUDY, SCL_MASKED, SCL_SNOW, _dilate
+from payesh.masking import scl_masks as scl_bad_observed
 from payesh.parallel import default_threads, gather, map_all, shared_pool
 from payesh.sources.checksum import readable_href
 from payesh.sources.profiles import S2_SATURATED_DN
@@ -332,7 +332,6 @@ def read_s2_month_aligned(
     comp = {b: np.full((ny, nx), np.nan, dtype="float32") for b in bands}
     clear_count = np.zeros((ny, nx), dtype="int16")
     obs_count = np.zeros((ny, nx), dtype="int16")
-    masked_classes = list(SCL_MASKED) + ([SCL_SNOW] if mask_snow else [])
 
     def fused(group: list[ItemPlan], band: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """One time step's band at ``rows`` × ``cols``: physical units (SCL: class), NaN at
@@ -361,12 +360,9 @@ def read_s2_month_aligned(
     def scl_masks(scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(bad, observed) of one time step's SCL block, clouds dilated by ``buffer_px``."""
         t0 = time.perf_counter()
-        classes = np.where(np.isnan(scl), 0, scl).astype("uint8")
-        bad = np.isin(classes, masked_classes)
-        if buffer_px > 0:
-            bad |= _dilate(np.isin(classes, _SCL_CLOUDY)[None], buffer_px)[0]
+        bad, observed = scl_bad_observed(scl, mask_snow=mask_snow, buffer_px=buffer_px)
         _add_time("mask", t0)
-        return bad, classes != 0
+        return bad, observed
 
     pool = shared_pool("aligned-read", threads)
     for rs, cs in _blocks(plans, block_px):
