@@ -24,9 +24,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from payesh import pipeline, runkeys, staging
 from payesh.city import City, load_city
 from payesh.errors import PayeshError
-from payesh.grid import aligned_geobox, city_geobox
-from payesh.monthly import landsat_month, s2_month, viirs_month
-from payesh.parallel import bound_native_memory, release_native_memory
+from payesh.grid import aligned_geobox
+from payesh.monthly import landsat_month, viirs_month
+from payesh.parallel import (
+    MONTHS_ENV,
+    bound_native_memory,
+    months_in_flight,
+    release_native_memory,
+)
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.progress import report
@@ -72,28 +77,10 @@ def dask_client(address: str | None) -> Iterator[Any]:
         yield client
 
 
-S2_MONTHS_ENV = "PAYESH_S2_MONTHS_AT_ONCE"
-
-
 def s2_months_at_once() -> int:
-    """Sentinel-2 months made at the same time: one per 4 cores this process may use, at
-    most 4 (each holds its month's composite: ~160 MB for a 24 km city), unless
-    ``$PAYESH_S2_MONTHS_AT_ONCE`` says how many. One on a 2-core machine.
-
-    A month's reads and medians already use every core, but between them each month has
-    steps that use one (its Prefect task, its staging write): with many cores, months
-    one after another leave most of them idle (benchmarks/README.md, scaling).
-    """
-    raw = os.environ.get(S2_MONTHS_ENV, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise PayeshError(f"${S2_MONTHS_ENV}={raw!r}: expected a whole number ≥ 1")
-        return n
-    return max(1, min(4, len(os.sched_getaffinity(0)) // 4))
+    """Sentinel-2 months a run makes at once here (:func:`payesh.parallel.months_in_flight`
+    of the cores this process may use, or ``$PAYESH_S2_MONTHS_AT_ONCE``)."""
+    return months_in_flight(len(os.sched_getaffinity(0)), os.environ.get(MONTHS_ENV))
 
 
 # --- tasks: one library call each ---------------------------------------------------------
@@ -126,15 +113,7 @@ def changed_months_task(plan: RunPlan, store: str) -> dict[str, list[str]]:
     retry_condition_fn=retry_unless_final,
 )
 def s2_month_task(plan: RunPlan, month: pd.Timestamp, stage: str | None = None) -> xr.Dataset:
-    gbox = city_geobox(plan.city)
-    composite = s2_month(plan.month_items("s2", month), gbox, month).compute()
-    layers = pipeline.s2_month_layers(composite)  # classified now: the bands are not kept
-    if stage is None:
-        return layers
-    staged = pipeline.stage_s2_month(plan, layers, stage)
-    del composite, layers
-    release_native_memory()  # the month's arrays, freed, back to the system
-    return staged
+    return pipeline.make_s2_month(plan, month, stage=stage)
 
 
 @task(

@@ -92,7 +92,8 @@ def scl_masks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(bad, observed)`` of one SCL image (y, x), in one compiled pass.
 
-    ``scl`` holds scene classes as numbers, NaN where there is no data (class 0).
+    ``scl`` holds scene classes as numbers, NaN where there is no data (class 0); a
+    value outside 0–255 (no SCL class) also counts as no data, masked.
     ``bad``: a masked class (:data:`SCL_MASKED`, plus snow with ``mask_snow``) or within
     ``buffer_px`` pixels (a disk) of a cloud or shadow class; ``observed``: class not 0.
     The same masks as :func:`scl_clear` on that image (``~bad``), tested equal.

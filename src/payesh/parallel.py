@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
+from payesh.errors import PayeshError
+
 __all__ = [
     "bound_native_memory",
     "default_threads",
     "gather",
     "map_all",
+    "months_in_flight",
     "release_native_memory",
     "shared_pool",
 ]
@@ -52,6 +55,11 @@ def default_threads() -> int:
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+def _libc() -> Any:
+    """glibc, for mallopt / malloc_trim; raises OSError or AttributeError elsewhere."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def bound_native_memory() -> dict[str, str]:
     """Keep the memory C libraries hold from growing with the size of a run.
 
@@ -70,8 +78,7 @@ def bound_native_memory() -> dict[str, str]:
         os.environ["GDAL_CACHEMAX"] = done["GDAL_CACHEMAX"] = str(GDAL_CACHE_MB)
     if "MALLOC_ARENA_MAX" not in os.environ:
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            if libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1:
+            if _libc().mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1:
                 done["malloc_arena_max"] = str(MALLOC_ARENAS)
         except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to cap
             pass
@@ -87,10 +94,47 @@ def release_native_memory() -> bool:
     sizes. Returns whether anything was given back (``False`` where not glibc).
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+MONTHS_ENV = "PAYESH_S2_MONTHS_AT_ONCE"
+CORES_PER_MONTH = 4
+MAX_MONTHS_IN_FLIGHT = 4
+
+
+def months_in_flight(cores: int, override: str | None = None) -> int:
+    """How many Sentinel-2 months a run makes at the same time on ``cores`` cores.
+
+    One per :data:`CORES_PER_MONTH` cores, at most :data:`MAX_MONTHS_IN_FLIGHT` (each
+    month in flight holds its composite: ~160 MB for a 24 km city), so one on 2 cores.
+    A month's reads and medians already use every core, but between them it has steps
+    that use one (its Prefect task, its staging write): with many cores, months one
+    after another leave most of them idle (benchmarks/README.md, "Scaling with cores").
+
+    Parameters
+    ----------
+    cores
+        Cores the run's process may use.
+    override
+        The value of ``$PAYESH_S2_MONTHS_AT_ONCE`` if set (read by the flow): a whole
+        number ≥ 1 that replaces the rule above.
+
+    Raises
+    ------
+    PayeshError
+        ``override`` is not a whole number ≥ 1 (the message names the variable).
+    """
+    if override is not None and override.strip():
+        try:
+            n = int(override)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise PayeshError(f"${MONTHS_ENV}={override!r}: expected a whole number ≥ 1")
+        return n
+    return max(1, min(MAX_MONTHS_IN_FLIGHT, cores // CORES_PER_MONTH))
 
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}

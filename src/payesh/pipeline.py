@@ -28,9 +28,11 @@ from payesh import runkeys, staging
 from payesh.classifier import BuiltupModel, builtup_probability, default_model_path, load_model
 from payesh.errors import PayeshError
 from payesh.evidence import TRUE_COLOUR, true_colour_layer
-from payesh.grid import tile_grid
+from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction, energy
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+from payesh.monthly import s2_month
+from payesh.parallel import release_native_memory
 from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
 from payesh.sites_io import SITE_COLUMNS
@@ -42,6 +44,7 @@ __all__ = [
     "commit",
     "compute_indicators",
     "export_run",
+    "make_s2_month",
     "s2_month_layers",
     "stage_s2_month",
     "store_location",
@@ -177,6 +180,22 @@ def stage_s2_month(plan: RunPlan, layers: xr.Dataset, stage: str | Path) -> xr.D
     block = staging.block_pixels(tile_grid(plan.city).tile_pixels)
     path = staging.stage_dataset(layers, stage, f"s2-{month:%Y-%m}", block=block)
     return staging.open_staged(path)
+
+
+def make_s2_month(
+    plan: RunPlan, month: pd.Timestamp, *, stage: str | Path | None = None
+) -> xr.Dataset:
+    """One Sentinel-2 month as a run keeps it: composite, then :func:`s2_month_layers`;
+    with ``stage``, written there and returned lazily (:func:`stage_s2_month`), and the
+    memory the month freed given back to the system before the next one."""
+    composite = s2_month(plan.month_items("s2", month), city_geobox(plan.city), month).compute()
+    layers = s2_month_layers(composite)  # classified now: the bands are not kept
+    if stage is None:
+        return layers
+    staged = stage_s2_month(plan, layers, stage)
+    del composite, layers
+    release_native_memory()
+    return staged
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:

@@ -71,7 +71,7 @@ def test_months_made_at_once_give_the_same_store(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Three Sentinel-2 months in flight, Landsat and VIIRS alongside: the same store as
-    one month after another (the fixture's run, on this machine's 2 cores)."""
+    the fixture's run, made with the default (one month at a time below 8 cores)."""
     from flows.monitor import monitor_city, s2_months_at_once
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from payesh import parallel
+from payesh.errors import PayeshError
 
 _PROBE = (
     "import json, os; from payesh.parallel import bound_native_memory; "
@@ -80,3 +81,21 @@ print(released, round(before), round(rss()))
     released, before, after = out.stdout.split()
     assert released == "True"
     assert int(before) - int(after) > 200, out.stdout  # MB given back
+
+
+def test_months_in_flight_one_per_four_cores_or_as_told() -> None:
+    assert [parallel.months_in_flight(c) for c in (1, 2, 4, 7, 8, 12, 16, 64)] == [
+        1,
+        1,
+        1,
+        1,
+        2,
+        3,
+        4,
+        4,
+    ]
+    assert parallel.months_in_flight(2, "3") == 3
+    assert parallel.months_in_flight(16, " ") == 4  # set but empty: the rule
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(PayeshError, match=r"PAYESH_S2_MONTHS_AT_ONCE=.*whole number"):
+            parallel.months_in_flight(2, bad)
