@@ -267,9 +267,19 @@ def _first_line(err: BaseException) -> str:
 
 
 def _readonly_session(repo: icechunk.Repository, city_name: str, version: str | None) -> Any:
+    """A read-only session on ``main``'s latest snapshot or on ``version``.
+
+    ``version`` must be in ``main``'s history (:func:`history`): an expired version is
+    refused with the same error as an unknown one. Its snapshot file can outlive
+    :func:`expire` while the manifests it pointed to are already deleted (seen once by
+    the stateful store test), and reading it would then fail half-way with a raw
+    Icechunk error.
+    """
     try:
         if version is None:
             return repo.readonly_session(branch=BRANCH)
+        if version not in {snap.id for snap in repo.ancestry(branch=BRANCH)}:
+            raise ValueError(f"{version!r} is not in the history of {BRANCH!r}")
         return repo.readonly_session(snapshot_id=version)
     except (icechunk.IcechunkError, ValueError) as err:
         what = f"version {version!r}" if version else f"branch {BRANCH!r}"
