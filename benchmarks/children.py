@@ -13,6 +13,7 @@ import argparse
 import inspect
 import json
 import math
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -93,14 +94,11 @@ def decode_floor(catalog: str, manifest: str, start: str, end: str, threads: int
 def payesh_flow(
     catalog: str, manifest: str, start: str, end: str, store: str, threads: int
 ) -> dict[str, Any]:
-    """The monitor flow (Prefect + Dask) to a committed store, on a ``threads``-thread cluster.
+    """The monitor flow (Prefect + Dask) to a committed store, on ``threads`` threads.
 
     Where the time goes is sampled from the threads' stacks while it runs
     (:mod:`sampler`).
     """
-    import logging
-
-    from distributed import LocalCluster
     from flows.monitor import monitor_city
 
     from sampler import StageSampler
@@ -116,25 +114,19 @@ def payesh_flow(
         kwargs["force"] = True  # a fresh store anyway; never skip work as "nothing new"
     from payesh.parallel import bound_native_memory
 
-    bound_native_memory()  # as `payesh run` does first: before the cluster's threads start
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=threads,
-        processes=False,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        silence_logs=logging.WARNING,
-    ) as cluster:
-        kwargs["dask_address"] = cluster.scheduler_address
-        # A deployment's runs find their Prefect server up; here the first flow run would
-        # start a temporary one (~10 s). It is started before the clock and timed apart.
+    # as `payesh run` does: no Dask address, so the flow computes on Dask's threaded
+    # scheduler; its pool and payesh's own pools take their size from PAYESH_THREADS
+    os.environ["PAYESH_THREADS"] = str(threads)
+    bound_native_memory()  # as `payesh run` does first: before any thread starts
+    # A deployment's runs find their Prefect server up; here the first flow run would
+    # start a temporary one (~10 s). It is started before the clock and timed apart.
+    t0 = time.perf_counter()
+    _prefect_api_up()
+    api_seconds = time.perf_counter() - t0
+    with StageSampler() as sampler:
         t0 = time.perf_counter()
-        _prefect_api_up()
-        api_seconds = time.perf_counter() - t0
-        with StageSampler() as sampler:
-            t0 = time.perf_counter()
-            result = monitor_city(**kwargs)
-            seconds = time.perf_counter() - t0
+        result = monitor_city(**kwargs)
+        seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
         "prefect_api_start_seconds": round(api_seconds, 2),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import os
 import resource
 import sys
@@ -58,7 +57,6 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-    from distributed import LocalCluster
     from flows.monitor import monitor_city
 
     from children import _prefect_api_up
@@ -75,17 +73,7 @@ def main() -> None:
             timeline.append((time.perf_counter(), rss, label))
             peaks[label] = max(peaks[label], rss)
 
-    with (
-        tempfile.TemporaryDirectory() as store,
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=2,
-            processes=False,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.WARNING,
-        ) as cluster,
-    ):
+    with tempfile.TemporaryDirectory() as store:  # Dask's threaded scheduler, as `payesh run`
         _prefect_api_up()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -96,7 +84,6 @@ def main() -> None:
             start=args.start,
             end=args.end,
             store=store,
-            dask_address=cluster.scheduler_address,
             force=True,
         )
         seconds = time.perf_counter() - t0

@@ -9,7 +9,6 @@ one by default, or ``dask_address``).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +30,8 @@ from payesh.parallel import (
     bound_native_memory,
     months_in_flight,
     release_native_memory,
+    shared_pool,
+    usable_cores,
 )
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
@@ -52,35 +53,30 @@ def retry_unless_final(task: Any, task_run: Any, state: Any) -> bool:
 
 @contextmanager
 def dask_client(address: str | None) -> Iterator[Any]:
-    """A Dask client on ``address``, or on a local cluster sized to this machine."""
-    from distributed import Client, LocalCluster
+    """A Dask client on the cluster at ``address``; without one, Dask's threaded scheduler
+    on one pool of :func:`payesh.parallel.default_threads` threads shared by the run's
+    tasks (yields None).
 
+    On one machine the threaded scheduler computes the same graphs as a
+    ``distributed.LocalCluster`` in this process would, without importing ``distributed``
+    or running its scheduler's and worker's event loops beside the run's own threads.
+    """
     if address:
+        from distributed import Client
+
         with Client(address) as client:
             yield client
         return
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with (
-        LocalCluster(
-            n_workers=1,
-            threads_per_worker=workers,
-            processes=False,
-            dashboard_address=None,
-            # no dashboard, but the scheduler's HTTP server (health, metrics) still
-            # starts: on a free port, not on 8787, which another cluster may hold
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.WARNING,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    import dask
+
+    with dask.config.set(scheduler="threads", pool=shared_pool("dask")):
+        yield None
 
 
 def s2_months_at_once() -> int:
     """Sentinel-2 months a run makes at once here (:func:`payesh.parallel.months_in_flight`
     of the cores this process may use, or ``$PAYESH_S2_MONTHS_AT_ONCE``)."""
-    return months_in_flight(len(os.sched_getaffinity(0)), os.environ.get(MONTHS_ENV))
+    return months_in_flight(usable_cores(), os.environ.get(MONTHS_ENV))
 
 
 # --- tasks: one library call each ---------------------------------------------------------

@@ -20,6 +20,7 @@ __all__ = [
     "months_in_flight",
     "release_native_memory",
     "shared_pool",
+    "usable_cores",
 ]
 
 T = TypeVar("T")
@@ -35,10 +36,12 @@ MAX_THREADS = 16
 
 
 def default_threads() -> int:
-    """``$PAYESH_THREADS`` if set, else the machine's cores (at most 16).
+    """``$PAYESH_THREADS`` if set, else the cores this process may run on (its CPU
+    affinity, as ``taskset`` or a container's cpuset sets it; at most 16).
 
-    The compiled classifier and the aligned Sentinel-2 reader size their pools with
-    this; set it to share a machine, or to measure scaling with cores.
+    The compiled classifier, the aligned Sentinel-2 reader and a local run's Dask
+    scheduler size their pools with this; set it to share a machine, or to measure
+    scaling with cores.
     """
     value = os.environ.get("PAYESH_THREADS")
     if value:
@@ -49,7 +52,15 @@ def default_threads() -> int:
         if n < 1:
             raise ValueError(f"PAYESH_THREADS={value!r} must be at least 1")
         return n
-    return min(MAX_THREADS, os.cpu_count() or 1)
+    return min(MAX_THREADS, usable_cores())
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the system has one."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter

@@ -389,3 +389,43 @@ def test_ntl_on_odc_grid_dims_and_crs_coord_dropped() -> None:
         few = ntl_tile_indicators(ntl.assign(cf_cvg=(z + nights).astype("uint16")), w, tg)
         np.testing.assert_allclose(few["ntl_valid_fraction"], share, rtol=1e-5)
         assert np.isnan(few["ntl_sum"]).all() == (share < 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nonnegative_linear_is_sklearns_positive_regression(seed: int) -> None:
+    """The electricity model, written out without scikit-learn, fits, predicts, scores and
+    cross-validates as ``LinearRegression(positive=True)`` with ``GroupKFold`` does."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+
+    from payesh.indicators.energy import CV_BLOCK_MONTHS, NonNegativeLinear, _block_cv
+
+    rng = np.random.default_rng(seed)
+    n = 24
+    x = np.column_stack(
+        [rng.uniform(1e4, 5e4, n), rng.uniform(5, 9, n), np.maximum(rng.normal(2, 3, n), 0)]
+    )
+    # one coefficient negative in truth: nnls must clip it, as scikit-learn does
+    y = 3.0 * x[:, 0] - 4000.0 * x[:, 1] + 500.0 * x[:, 2] + 2e5 + rng.normal(0, 5e3, n)
+    ours = NonNegativeLinear.fit(x, y)
+    ref = LinearRegression(positive=True).fit(x, y)
+    assert (ours.coef_ >= 0).all() and ours.coef_[1] == 0.0
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-9, atol=1e-12)
+    assert ours.intercept_ == pytest.approx(float(ref.intercept_), rel=1e-9)
+    np.testing.assert_allclose(ours.predict(x), ref.predict(x), rtol=1e-9)
+    assert ours.score(x, y) == pytest.approx(ref.score(x, y), rel=1e-9)
+
+    months = pd.date_range("2024-01-01", periods=n, freq="MS")[rng.permutation(n)]
+    r2, mape = _block_cv(x, y, pd.DatetimeIndex(months))
+    order = np.argsort(months.values)
+    groups = np.empty(n, dtype="int64")
+    groups[order] = np.arange(n) // CV_BLOCK_MONTHS
+    pred = cross_val_predict(
+        LinearRegression(positive=True),
+        x,
+        y,
+        cv=GroupKFold(int(groups.max()) + 1),
+        groups=groups,
+    )
+    assert r2 == pytest.approx(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2), rel=1e-9)
+    assert mape == pytest.approx(float(np.mean(np.abs(pred - y) / np.abs(y))), rel=1e-9)

@@ -11,7 +11,7 @@ four 10 m pixels of the same value, so block means are unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import odc.stac
@@ -191,9 +191,11 @@ def _load(
     geobox: GeoBox,
     asset_keys: Mapping[str, str],
     *,
-    chunks: Mapping[str, int] | None,
+    chunks: Mapping[str, int] | Literal["now"] | None,
     resampling: str | dict[str, str] = "nearest",
 ) -> xr.Dataset:
+    """The items' ``asset_keys`` on ``geobox``: Dask-backed (``chunks``; None: one chunk
+    per scene), or read now into memory (``"now"``)."""
     items = sign_items(items)  # at read time: signed URLs expire, search results must not
     verify_items(items, asset_keys.values())  # only assets that carry a file:checksum
     _configure_gdal(items, asset_keys)
@@ -202,7 +204,7 @@ def _load(
             list(items),
             bands=list(asset_keys.values()),
             geobox=geobox,
-            chunks=dict(chunks) if chunks is not None else {},
+            chunks=None if chunks == "now" else dict(chunks) if chunks is not None else {},
             resampling=resampling,
             groupby="time",
             fail_on_error=True,
@@ -270,7 +272,9 @@ def load_landsat_lst(
     """Landsat Collection 2 L2 surface temperature (°C) and QA_PIXEL on ``geobox``.
 
     ``lwir11`` (ST_B10) is converted as K = DN × scale + offset (0.00341802 and 149.0 in
-    Collection 2, read from the item) and reported in °C.
+    Collection 2, read from the item) and reported in °C. Read now, into memory, unless
+    ``chunks`` are given (Dask-backed): on a city's 30 m grid the scenes are small, and
+    building a Dask graph for them took longer than reading them.
 
     Returns
     -------
@@ -281,7 +285,7 @@ def load_landsat_lst(
     if not items:
         raise NoReadableItemsError("no usable Landsat items to load", problems=[], remote=False)
     keys = _asset_keys(items, LANDSAT, ("lwir11", "qa_pixel"))
-    raw = _load(items, geobox, keys, chunks=chunks)
+    raw = _load(items, geobox, keys, chunks="now" if chunks is None else chunks)
     nodata = _raster_band(items[0].assets[keys["lwir11"]]).get("nodata", 0)
     scale, offset = _scale_offset_by_time(raw, items, keys["lwir11"], default=(0.00341802, 149.0))
     kelvin = _to_physical(raw["lwir11"], scale, offset, nodata)
@@ -300,7 +304,8 @@ def load_viirs(
     *,
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
-    """VIIRS monthly night lights on their native EPSG:4326 grid.
+    """VIIRS monthly night lights on their native EPSG:4326 grid; read now, into memory
+    (a city's crop is a few thousand pixels), unless ``chunks`` are given (Dask-backed).
 
     Returns
     -------
@@ -312,7 +317,7 @@ def load_viirs(
     if not items:
         raise NoReadableItemsError("no usable night-light items to load", problems=[], remote=False)
     keys = _asset_keys(items, VIIRS, ("radiance", "cf_cvg"))
-    raw = _load(items, geobox, keys, chunks=chunks)
+    raw = _load(items, geobox, keys, chunks="now" if chunks is None else chunks)
     raw = raw.rename({"latitude": "y", "longitude": "x"}) if "latitude" in raw.dims else raw
     rb = _raster_band(items[0].assets[keys["radiance"]])
     scale, offset = _scale_offset_by_time(raw, items, keys["radiance"])
