@@ -135,9 +135,11 @@ def load_imagery(
         raw = load_s2(items, geobox, bands=wanted, chunks=chunks)
         out = mask_s2(raw, wanted, mask_snow=mask_snow, buffer_px=buffer_px)
     elif product == "landsat":
-        out = mask_landsat(load_landsat_lst(items, geobox, chunks=chunks))
+        lazy = chunks if chunks is not None else {}  # one chunk per scene: no surprise compute
+        out = mask_landsat(load_landsat_lst(items, geobox, chunks=lazy))
     else:
-        out = mask_viirs(load_viirs(items, geobox, chunks=chunks))
+        lazy = chunks if chunks is not None else {}
+        out = mask_viirs(load_viirs(items, geobox, chunks=lazy))
     out.attrs = {
         **out.attrs,
         "product": product,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -15,6 +16,7 @@ from payesh.errors import PayeshError
 __all__ = [
     "bound_native_memory",
     "default_threads",
+    "distributed_client_active",
     "gather",
     "map_all",
     "months_in_flight",
@@ -53,6 +55,19 @@ def default_threads() -> int:
             raise ValueError(f"PAYESH_THREADS={value!r} must be at least 1")
         return n
     return min(MAX_THREADS, usable_cores())
+
+
+def distributed_client_active() -> bool:
+    """Whether this thread computes on a ``dask.distributed`` cluster (a default client)."""
+    if "distributed" not in sys.modules:  # never imported: no client (and no import now)
+        return False
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def usable_cores() -> int:

@@ -57,6 +57,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError
 
 from payesh.errors import StoreError
+from payesh.parallel import distributed_client_active
 from payesh.sites_io import SITE_COLUMNS, prepare_sites, sites_from_dataset, sites_to_dataset
 
 __all__ = [
@@ -536,16 +537,6 @@ def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     return ds, encoding
 
 
-def _distributed_client_active() -> bool:
-    try:
-        from distributed import default_client
-
-        default_client()
-    except (ImportError, ValueError):
-        return False
-    return True
-
-
 def _write_group(session: Any, name: str, ds: xr.Dataset) -> None:
     ds, encoding = _chunked(ds)
     # Chunks are written from threads of this process into the session's store; a
@@ -643,7 +634,7 @@ def write_run(
         else:
             raise StoreError(f"group {name!r} must be an xarray.Dataset, got {type(obj).__name__}")
 
-    if _distributed_client_active():
+    if distributed_client_active():
         # Compute on the cluster now (outside the lock); the chunks are then written from
         # this process, since a writable Icechunk session does not travel to workers.
         prepared = {name: ds.compute() for name, ds in prepared.items()}

@@ -20,6 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from payesh.errors import NoReadableItemsError, SourceError
+from payesh.parallel import distributed_client_active
 from payesh.sources.checksum import readable_href, verify_items
 from payesh.sources.http import current_policy, gdal_http_options
 from payesh.sources.profiles import LANDSAT, S2, S2_SATURATED_DN, VIIRS, Product
@@ -216,6 +217,12 @@ def _load(
     return ds.rename(rename) if rename else ds
 
 
+def _now_unless_cluster(chunks: Mapping[str, int] | None) -> Mapping[str, int] | Literal["now"]:
+    if chunks is not None:
+        return chunks
+    return {} if distributed_client_active() else "now"
+
+
 def load_s2(
     items: Sequence[pystac.Item],
     geobox: GeoBox,
@@ -273,8 +280,9 @@ def load_landsat_lst(
 
     ``lwir11`` (ST_B10) is converted as K = DN × scale + offset (0.00341802 and 149.0 in
     Collection 2, read from the item) and reported in °C. Read now, into memory, unless
-    ``chunks`` are given (Dask-backed): on a city's 30 m grid the scenes are small, and
-    building a Dask graph for them took longer than reading them.
+    ``chunks`` are given or a ``dask.distributed`` cluster is connected (Dask-backed, read
+    by its workers): on a city's 30 m grid the scenes are small, and building a Dask
+    graph for them took longer than reading them.
 
     Returns
     -------
@@ -285,7 +293,7 @@ def load_landsat_lst(
     if not items:
         raise NoReadableItemsError("no usable Landsat items to load", problems=[], remote=False)
     keys = _asset_keys(items, LANDSAT, ("lwir11", "qa_pixel"))
-    raw = _load(items, geobox, keys, chunks="now" if chunks is None else chunks)
+    raw = _load(items, geobox, keys, chunks=_now_unless_cluster(chunks))
     nodata = _raster_band(items[0].assets[keys["lwir11"]]).get("nodata", 0)
     scale, offset = _scale_offset_by_time(raw, items, keys["lwir11"], default=(0.00341802, 149.0))
     kelvin = _to_physical(raw["lwir11"], scale, offset, nodata)
@@ -305,7 +313,8 @@ def load_viirs(
     chunks: Mapping[str, int] | None = None,
 ) -> xr.Dataset:
     """VIIRS monthly night lights on their native EPSG:4326 grid; read now, into memory
-    (a city's crop is a few thousand pixels), unless ``chunks`` are given (Dask-backed).
+    (a city's crop is a few thousand pixels), unless ``chunks`` are given or a
+    ``dask.distributed`` cluster is connected (Dask-backed).
 
     Returns
     -------
@@ -317,7 +326,7 @@ def load_viirs(
     if not items:
         raise NoReadableItemsError("no usable night-light items to load", problems=[], remote=False)
     keys = _asset_keys(items, VIIRS, ("radiance", "cf_cvg"))
-    raw = _load(items, geobox, keys, chunks="now" if chunks is None else chunks)
+    raw = _load(items, geobox, keys, chunks=_now_unless_cluster(chunks))
     raw = raw.rename({"latitude": "y", "longitude": "x"}) if "latitude" in raw.dims else raw
     rb = _raster_band(items[0].assets[keys["radiance"]])
     scale, offset = _scale_offset_by_time(raw, items, keys["radiance"])
