@@ -3,8 +3,8 @@
 Only wiring lives here: every task calls one payesh library function, and the whole
 run can be reproduced without Prefect by calling those functions in the same order
 (see ``payesh.pipeline``). Tasks are coarse — one per product and month — and the
-arithmetic inside each is a Dask graph run on the cluster the flow connects to (a local
-one by default, or ``dask_address``).
+arithmetic inside each is a Dask graph run on Dask's threaded scheduler in this process
+by default, or on the ``dask.distributed`` cluster at ``dask_address``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import pandas as pd
 import pytest
+import xarray as xr
 from pyproj import CRS
 
 import payesh
@@ -62,6 +63,30 @@ def test_landsat_and_viirs(tiny_city: Any) -> None:
     rad, cvg = ntl["radiance"].values, ntl["cf_cvg"].values
     assert np.isnan(rad[cvg == 0]).all()  # no cloud-free coverage is missing, not dark
     assert np.isfinite(rad[cvg > 0]).all()
+
+
+def test_landsat_and_viirs_read_now_equal_their_lazy_read(tiny_city: Any) -> None:
+    """A run reads Landsat and VIIRS months into memory (no Dask graph for small scenes):
+    the same values, dims and coordinates as the Dask-backed read of the same items."""
+    from payesh.period import Period
+    from payesh.plan import plan_run
+    from payesh.sources.load import load_landsat_lst, load_viirs
+
+    city = load_city(tiny_city.manifest)
+    plan = plan_run(city, str(tiny_city.catalog), Period.parse("2025-01", "2025-08"))
+    checked = 0
+    for key, load, gbox in (
+        ("landsat", load_landsat_lst, aligned_geobox(city, 30)),
+        ("viirs", load_viirs, plan.ntl_grid()),
+    ):
+        items = [i for m in plan.months for i in plan.month_items(key, m)]
+        now = load(items, gbox)
+        lazy = load(items, gbox, chunks={})
+        _assert_lazy(lazy)
+        assert not any(isinstance(v.data, da.Array) for v in now.data_vars.values())
+        xr.testing.assert_identical(now, lazy.compute())
+        checked += now.sizes["time"]
+    assert checked > 0
 
 
 def test_bad_requests_name_the_value(tiny_city: Any) -> None:
