@@ -132,7 +132,7 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
     return _model_at(str(where), where.stat().st_mtime_ns)
 
 
-CLASSIFY_BLOCK_PX = 1 << 20
+CLASSIFY_BLOCK_PX = 1 << 18
 """Pixels classified at once: the features of a block (a dozen float32 planes) stay a few
 tens of MB whatever the size of the city."""
 
@@ -239,7 +239,7 @@ def compute_indicators(
     )
     if monthly.s2 is not None:
         if "builtup_prob" in monthly.s2:  # classified month by month (s2_month_layers)
-            prob = monthly.s2["builtup_prob"]
+            stored = prob = monthly.s2["builtup_prob"]
             if prob.chunks is not None:  # staged months (payesh.staging): whole years per block
                 prob = prob.chunk({"time": -1})
             version = str(prob.attrs.get("model_version", ""))
@@ -251,16 +251,25 @@ def compute_indicators(
         else:
             model = model or cached_model()
             models["builtup"] = model.version
-            prob = builtup_probability(monthly.s2, model).compute()
-        first_seen = construction.persistent_builtup(prob).compute()  # (y, x): read once
-        sites = construction.extract_sites(first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, prob=prob)
-        sites = construction.match_permits(sites, permits)
-        tiles = tiles.merge(
-            construction.construction_tile_indicators(prob, first_seen, sites, tg),
-            compat="override",
+            stored = prob = builtup_probability(monthly.s2, model).compute()
+        # (y, x) first_seen and the sites' confidence term, from one read of the year
+        held = construction.persistence(prob).compute()
+        first_seen = held["first_seen"]
+        sites = construction.extract_sites(
+            first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, mean_prob=held["mean_prob_since"]
         )
-        tiles["valid_fraction"] = _valid_fraction(monthly.s2, tg)
-        groups["pixels"] = xr.Dataset({"builtup_prob": prob, "first_seen": first_seen})
+        del held
+        release_native_memory()  # the year's blocks just read: before the tile sums read them
+        sites = construction.match_permits(sites, permits)
+        built = construction.construction_tile_indicators(prob, first_seen, sites, tg)
+        built["valid_fraction"] = _valid_fraction(monthly.s2, tg)
+        # computed now, in one pass over the year's blocks: the electricity model reads
+        # builtup_fraction, and a lazy one would be read again by every later compute
+        tiles = tiles.merge(built.compute(), compat="override")
+        release_native_memory()
+        # the store keeps a month per chunk: given the staged months as they are, it
+        # rechunks a few MB a block, not whole years of several blocks
+        groups["pixels"] = xr.Dataset({"builtup_prob": stored, "first_seen": first_seen})
         if TRUE_COLOUR in monthly.s2 or "red" in monthly.s2:  # the sites' evidence chips
             tc = monthly.s2.get(TRUE_COLOUR)
             if tc is None:

@@ -12,11 +12,14 @@ import shapely
 import xarray as xr
 
 from payesh.city import City
+from payesh.errors import PayeshError
 from payesh.grid import TileGrid, tile_grid
+from payesh.indicators import construction
 from payesh.indicators.construction import (
     construction_tile_indicators,
     extract_sites,
     match_permits,
+    persistence,
     persistent_builtup,
 )
 from payesh.records import NoPermitsWarning
@@ -168,3 +171,43 @@ def test_dask_matches_numpy_and_is_lazy() -> None:
     assert isinstance(lazy["builtup_fraction"].data, dsa.Array)
     xr.testing.assert_identical(fs, fs_lazy.compute())
     xr.testing.assert_allclose(eager, lazy.compute())
+
+
+def test_persistence_in_batches_gives_first_seen_and_the_mean_since() -> None:
+    tg = _tg()
+    prob = _prob_cube(tg)
+    fs = persistent_builtup(prob)
+    whole = persistence(prob)
+    xr.testing.assert_identical(whole["first_seen"], fs)
+    # the confidence term as written with xarray (clear months at or after first_seen)
+    expected = prob.where(prob["time"] >= fs).mean("time", skipna=True)
+    got = whole["mean_prob_since"]
+    assert got.dtype == np.float32 and got.attrs["units"] == "1"
+    assert int(np.isfinite(got).sum()) == int((~np.isnat(fs.values)).sum()) > 0
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-6, equal_nan=True)
+    # batches that split blocks anywhere, on Dask blocks: the same values
+    chunked = prob.chunk({"time": 3, "y": 37, "x": 101})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(construction, "_BATCH_PX", 97)
+        lazy = persistence(chunked)
+        assert isinstance(lazy["first_seen"].data, dsa.Array)
+        xr.testing.assert_identical(lazy.compute(), whole)
+        xr.testing.assert_identical(persistent_builtup(prob), fs)
+
+
+def test_sites_from_mean_prob_equal_sites_from_prob() -> None:
+    tg = _tg()
+    prob = _prob_cube(tg)
+    held = persistence(prob)
+    from_prob = extract_sites(held["first_seen"], tg, prob=prob)
+    from_mean = extract_sites(held["first_seen"], tg, mean_prob=held["mean_prob_since"])
+    assert len(from_prob) == 2
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(from_prob.drop(columns="geometry")),
+        pd.DataFrame(from_mean.drop(columns="geometry")),
+    )
+    # confidence = mean prob of the site's pixels since first_seen x the size factor
+    big = from_mean.loc[from_mean["area_m2"].idxmax()]
+    assert big["confidence"] == pytest.approx(0.9, abs=1e-6)  # 10 000 m2: factor 1
+    with pytest.raises(PayeshError, match="mean_prob of shape"):
+        extract_sites(held["first_seen"], tg, mean_prob=np.zeros((3, 3), "float32"))

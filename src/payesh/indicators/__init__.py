@@ -7,6 +7,7 @@ from payesh.indicators.construction import (
     construction_tile_indicators,
     extract_sites,
     match_permits,
+    persistence,
     persistent_builtup,
 )
 from payesh.indicators.energy import (
@@ -31,6 +32,7 @@ __all__ = [
     "ntl_tile_indicators",
     "ntl_tile_weights",
     "ntl_trend",
+    "persistence",
     "persistent_builtup",
     "tile_coords_dataset",
     "tile_reduce",

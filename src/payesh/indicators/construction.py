@@ -31,6 +31,7 @@ __all__ = [
     "construction_tile_indicators",
     "extract_sites",
     "match_permits",
+    "persistence",
     "persistent_builtup",
 ]
 
@@ -48,18 +49,15 @@ def _attrs(units: str, long_name: str, description: str) -> dict[str, str]:
     return {"units": units, "long_name": long_name, "description": description}
 
 
-def _persistence_kernel(
-    prob: np.ndarray,
-    *,
-    times: np.ndarray,
-    threshold: float,
-    n: int,
-    m: int,
-    baseline: int,
+_BATCH_PX = 1 << 15
+"""Pixels the persistence kernels take at once: their int64/bool temporaries (a dozen
+arrays of pixels × months) stay a few MB whatever the size of the block Dask hands them."""
+
+
+def _persistence_batch(
+    p: np.ndarray, times: np.ndarray, threshold: float, n: int, m: int, baseline: int
 ) -> np.ndarray:
-    """first_seen (…,) datetime64[ns] from probabilities (…, time)."""
-    lead = prob.shape[:-1]
-    p = prob.reshape(-1, prob.shape[-1])
+    """first_seen (n_pix,) datetime64[ns] of probabilities ``p`` (n_pix, time)."""
     n_pix, n_t = p.shape
     valid = np.isfinite(p)
     # clear months first, in time order (stable sort keeps the order)
@@ -88,8 +86,57 @@ def _persistence_kernel(
     in_win = above & (q[None, :] >= lo[:, None]) & (q[None, :] <= q0[:, None])
     j = np.argmax(in_win, axis=-1)
     month_idx = np.take_along_axis(order, j[:, None], axis=-1)[:, 0]
-    out = np.where(new, times[month_idx], _NAT)
-    return out.reshape(lead)
+    return np.where(new, times[month_idx], _NAT)
+
+
+def _mean_since_batch(p: np.ndarray, first_seen: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Mean (float64 sums, float32 result) of the clear ``p`` (n_pix, time) in months at or
+    after each pixel's ``first_seen``; NaN where none (NaT: never)."""
+    take = (times[None, :] >= first_seen[:, None]) & np.isfinite(p)
+    total = np.where(take, p, 0).sum(axis=-1, dtype="float64")
+    count = take.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype("float32")
+
+
+def _persistence_kernel(
+    prob: np.ndarray,
+    *,
+    times: np.ndarray,
+    threshold: float,
+    n: int,
+    m: int,
+    baseline: int,
+    with_mean: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """first_seen (…,) datetime64[ns] from probabilities (…, time), in batches of
+    :data:`_BATCH_PX` pixels; ``with_mean``: also the mean probability since first_seen."""
+    lead = prob.shape[:-1]
+    p = prob.reshape(-1, prob.shape[-1])
+    first_seen = np.empty(p.shape[0], dtype="datetime64[ns]")
+    mean = np.empty(p.shape[0], dtype="float32") if with_mean else None
+    for lo in range(0, p.shape[0], _BATCH_PX):
+        part = p[lo : lo + _BATCH_PX]
+        fs = _persistence_batch(part, times, threshold, n, m, baseline)
+        first_seen[lo : lo + _BATCH_PX] = fs
+        if mean is not None:
+            mean[lo : lo + _BATCH_PX] = _mean_since_batch(part, fs, times)
+    if mean is None:
+        return first_seen.reshape(lead)
+    return first_seen.reshape(lead), mean.reshape(lead)
+
+
+def _mean_since_kernel(
+    prob: np.ndarray, first_seen: np.ndarray, *, times: np.ndarray
+) -> np.ndarray:
+    p = prob.reshape(-1, prob.shape[-1])
+    fs = first_seen.reshape(-1)
+    out = np.empty(p.shape[0], dtype="float32")
+    for lo in range(0, p.shape[0], _BATCH_PX):
+        out[lo : lo + _BATCH_PX] = _mean_since_batch(
+            p[lo : lo + _BATCH_PX], fs[lo : lo + _BATCH_PX], times
+        )
+    return out.reshape(prob.shape[:-1])
 
 
 def persistent_builtup(
@@ -130,15 +177,47 @@ def persistent_builtup(
     xr.DataArray
         ``first_seen`` (y, x) datetime64[ns], NaT where not newly built; lazy on Dask.
     """
+    first_seen, _ = _persistence(prob, threshold, n, m, baseline, with_mean=False)
+    return first_seen
+
+
+def persistence(
+    prob: xr.DataArray,
+    *,
+    threshold: float = BUILTUP_THRESHOLD,
+    n: int = 3,
+    m: int = 4,
+    baseline: int = 1,
+) -> xr.Dataset:
+    """:func:`persistent_builtup` and, from the same read of ``prob``, the confidence term
+    of :func:`extract_sites`.
+
+    Returns
+    -------
+    xr.Dataset
+        (y, x): ``first_seen`` (as :func:`persistent_builtup`) and ``mean_prob_since``
+        (float32, unitless: mean ``prob`` of the pixel's clear months at or after
+        ``first_seen``, summed in float64; NaN where not newly built). Lazy on Dask.
+    """
+    first_seen, mean = _persistence(prob, threshold, n, m, baseline, with_mean=True)
+    assert mean is not None
+    return xr.Dataset({"first_seen": first_seen, "mean_prob_since": mean})
+
+
+def _persistence(
+    prob: xr.DataArray, threshold: float, n: int, m: int, baseline: int, *, with_mean: bool
+) -> tuple[xr.DataArray, xr.DataArray | None]:
     if not 1 <= n <= m:
         raise PayeshError(f"persistence needs 1 <= n <= m, got n={n}, m={m}")
     times = prob["time"].values.astype("datetime64[ns]")
+    dtypes = [np.dtype("datetime64[ns]")] + ([np.dtype("float32")] if with_mean else [])
     out = xr.apply_ufunc(
         _persistence_kernel,
         prob,
         input_core_dims=[["time"]],
+        output_core_dims=[[] for _ in dtypes],
         dask="parallelized",
-        output_dtypes=[np.dtype("datetime64[ns]")],
+        output_dtypes=dtypes,
         dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs={
             "times": times,
@@ -146,11 +225,13 @@ def persistent_builtup(
             "n": int(n),
             "m": int(m),
             "baseline": int(baseline),
+            "with_mean": with_mean,
         },
     )
-    out = out.drop_vars("time", errors="ignore").rename("first_seen")
-    out.attrs = {}  # not prob's: a datetime carries no `units` attribute (xarray encodes it)
-    return out.assign_attrs(
+    first_seen, mean = out if with_mean else (out, None)
+    first_seen = first_seen.drop_vars("time", errors="ignore").rename("first_seen")
+    first_seen.attrs = {}  # not prob's: a datetime has no `units` attribute (xarray encodes it)
+    first_seen = first_seen.assign_attrs(
         long_name="first seen built-up",
         description=(
             f"first month of the persistent built-up run (prob > {threshold} in >= {n} of "
@@ -158,6 +239,14 @@ def persistent_builtup(
             "composite(s)); NaT = not newly built"
         ),
     )
+    if mean is not None:
+        mean = mean.drop_vars("time", errors="ignore").rename("mean_prob_since")
+        mean.attrs = {
+            "units": "1",
+            "long_name": "mean built-up probability since first seen",
+            "description": "mean prob of the clear months at or after first_seen; NaN if none",
+        }
+    return first_seen, mean
 
 
 # ------------------------------------------------------------------------------ sites
@@ -179,11 +268,17 @@ def _mean_prob_since(prob: xr.DataArray, first_seen: np.ndarray) -> np.ndarray:
     if prob.chunks is not None:  # block by block, as prob is read
         spatial = dict(zip(prob.dims, prob.chunks, strict=True))
         fs = fs.chunk({d: spatial[d] for d in fs.dims})
-    after = prob["time"] >= fs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = prob.where(after).mean("time", skipna=True)
-    return np.asarray(mean.values, dtype="float64")
+    mean = xr.apply_ufunc(
+        _mean_since_kernel,
+        prob,
+        fs,
+        input_core_dims=[["time"], []],
+        dask="parallelized",
+        output_dtypes=[np.dtype("float32")],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+        kwargs={"times": prob["time"].values.astype("datetime64[ns]")},
+    )
+    return np.asarray(mean.values)
 
 
 def extract_sites(
@@ -192,6 +287,7 @@ def extract_sites(
     *,
     min_area_m2: float = MIN_SITE_AREA_M2,
     prob: xr.DataArray | None = None,
+    mean_prob: xr.DataArray | np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
     """Connected groups of newly built pixels: the construction sites.
 
@@ -205,6 +301,9 @@ def extract_sites(
         Least site area, m² (see :data:`MIN_SITE_AREA_M2`).
     prob
         ``builtup_prob`` (time, y, x), for the confidence; optional.
+    mean_prob
+        Instead of ``prob``: its ``mean_prob_since`` (y, x), from :func:`persistence`
+        (computed with ``first_seen``, so ``prob`` is not read again).
 
     Returns
     -------
@@ -216,9 +315,10 @@ def extract_sites(
         ``area_m2``, ``tile`` (tile of the centroid), ``confidence`` (0–1: mean
         probability of the site's pixels over their clear months since ``first_seen`` ×
         a size factor rising linearly from 0.5 at ``min_area_m2`` to 1 at 4×; without
-        ``prob`` the size factor alone), ``geometry`` (pixel-edged polygons).
+        ``prob`` or ``mean_prob`` the size factor alone), ``geometry`` (pixel-edged
+        polygons).
     """
-    fs = np.asarray(first_seen.values).astype("datetime64[ns]")
+    fs = np.asarray(first_seen.values).astype("datetime64[ns]", copy=False)
     new = ~np.isnat(fs)
     gbox = tg.geobox
     crs = gbox.crs
@@ -241,25 +341,36 @@ def extract_sites(
     keep = keep[keep > 0]
     if keep.size == 0:
         return empty
-    kept = np.where(np.isin(labels, keep), labels, 0).astype("int32")
+    kept = np.where(np.isin(labels, keep), labels, 0).astype("int32", copy=False)
+    del labels
     shapes: dict[int, list[Any]] = {}
     for geom, value in rio_features.shapes(
         kept, mask=kept > 0, transform=gbox.transform, connectivity=8
     ):
         shapes.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    mean_prob = _mean_prob_since(prob, fs) if prob is not None else None
+    if mean_prob is not None:
+        mean_prob = np.asarray(getattr(mean_prob, "values", mean_prob))
+        if mean_prob.shape != gbox.shape:
+            raise PayeshError(
+                f"mean_prob of shape {mean_prob.shape} is not on the tile grid {gbox.shape}"
+            )
+    elif prob is not None:
+        mean_prob = _mean_prob_since(prob, fs)
+    boxes = ndimage.find_objects(kept)  # each site's bounding box: no full-image masks
     rows: list[dict[str, Any]] = []
     geoms = []
     for lab in keep:
-        mask = kept == lab
-        months = np.sort(fs[mask])
+        box = boxes[lab - 1]
+        assert box is not None
+        mask = kept[box] == lab
+        months = np.sort(fs[box][mask])
         area = float(mask.sum() * pixel_area)
         poly = shapely.make_valid(shapely.unary_union(shapes[int(lab)]))
         size_factor = min(1.0, 0.5 + 0.5 * (area - min_area_m2) / (3 * min_area_m2))
         if mean_prob is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mp = float(np.nanmean(mean_prob[mask]))
+                mp = float(np.nanmean(mean_prob[box][mask].astype("float64")))
             conf = (mp if np.isfinite(mp) else 0.0) * size_factor
         else:
             conf = size_factor
