@@ -30,7 +30,7 @@ from payesh.parallel import (
     bound_native_memory,
     months_in_flight,
     release_native_memory,
-    shared_pool,
+    threaded_dask,
     usable_cores,
 )
 from payesh.period import Period
@@ -67,9 +67,7 @@ def dask_client(address: str | None) -> Iterator[Any]:
         with Client(address) as client:
             yield client
         return
-    import dask
-
-    with dask.config.set(scheduler="threads", pool=shared_pool("dask")):
+    with threaded_dask():
         yield None
 
 
@@ -231,11 +229,12 @@ def monitor_city(
                     report(f"{key}: load, mask, composite", i + 1, len(months))
         release_native_memory()
         # the staged months are on this machine: read by this process's threads
-        result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))
-        logger.info(result.summary())
-        snapshot = commit_task(plan, result, store)
-        logger.info("committed snapshot %s", snapshot)
-        exports = export_task(plan, result, export_dir) if export_dir else {}
+        with threaded_dask():
+            result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))
+            logger.info(result.summary())
+            snapshot = commit_task(plan, result, store)
+            logger.info("committed snapshot %s", snapshot)
+            exports = export_task(plan, result, export_dir) if export_dir else {}
     return {
         "status": "committed",
         "period": str(period),

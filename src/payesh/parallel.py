@@ -7,8 +7,9 @@ import ctypes.util
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from payesh.errors import PayeshError
@@ -192,6 +193,28 @@ def shared_pool(name: str, threads: int | None = None) -> ThreadPoolExecutor:
                 max_workers=n, thread_name_prefix=f"payesh-{name}"
             )
         return _pools[(name, n)]
+
+
+@contextmanager
+def threaded_dask() -> Iterator[None]:
+    """Dask's threaded scheduler on this process's shared pool (:func:`shared_pool`,
+    ``PAYESH_THREADS`` threads), with rechunks planned as tasks.
+
+    The scheduler is named by its function and rechunks are planned as tasks (what they
+    are on this scheduler): named ``"threads"``, or left to choose its rechunk method, Dask
+    imports ``distributed`` at the first compute and rechunk, only to look for a client
+    (measured here: ~0.1 s and ~10 MB a run).
+    """
+    import dask
+    import dask.threaded
+
+    settings = {
+        "scheduler": dask.threaded.get,
+        "pool": shared_pool("dask"),
+        "array.rechunk.method": "tasks",
+    }
+    with dask.config.set(settings):
+        yield
 
 
 def gather(futures: Sequence[Future[T]]) -> list[T]:

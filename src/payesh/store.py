@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dask
+import dask.threaded
 import geopandas as gpd
 import icechunk
 import numpy as np
@@ -541,7 +542,7 @@ def _write_group(session: Any, name: str, ds: xr.Dataset) -> None:
     ds, encoding = _chunked(ds)
     # Chunks are written from threads of this process into the session's store; a
     # distributed scheduler would need icechunk's fork/merge of sessions.
-    with dask.config.set(scheduler="threads"):
+    with dask.config.set(scheduler=dask.threaded.get):  # by function: no `distributed` import
         ds.to_zarr(
             session.store,
             group=name,

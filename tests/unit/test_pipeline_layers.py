@@ -59,7 +59,7 @@ def test_staged_months_give_the_same_indicators_and_store(
         staged = [pipeline.stage_s2_month(plan, lay, stage) for lay in by_rows]
         assert all(s["builtup_prob"].chunks is not None for s in staged)  # lazy, from disk
         assert sorted(p.name for p in stage.iterdir()) == [
-            f"s2-{m:%Y-%m}.zarr" for m in plan.months
+            f"s2-{m:%Y-%m}.stage" for m in plan.months
         ]
         ref = pipeline.compute_indicators(plan, pipeline.MonthlyData.from_lists({"s2": in_memory}))
         got = pipeline.compute_indicators(plan, pipeline.MonthlyData.from_lists({"s2": staged}))
@@ -81,14 +81,14 @@ def test_staged_months_give_the_same_indicators_and_store(
 
 def test_a_stage_is_deleted_on_error_and_stale_stages_are_swept(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), staging.run_stage(tmp_path) as stage:
-        (stage / "s2-2025-01.zarr").mkdir()
+        (stage / "s2-2025-01.stage").mkdir()
         raise RuntimeError("the run failed")
     assert not stage.exists()
     # a killed run's folder (its process is gone) is swept by the next run; a live one stays
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = tmp_path / f"payesh-stage-{dead.pid}-abc"
-    (stale / "s2-2025-01.zarr").mkdir(parents=True)
+    (stale / "s2-2025-01.stage").mkdir(parents=True)
     live = tmp_path / f"payesh-stage-{os.getpid()}-def"
     live.mkdir()
     with staging.run_stage(tmp_path) as stage:
