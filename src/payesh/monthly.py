@@ -192,6 +192,7 @@ def landsat_month(
         return _all_bad(err, items, month, "Landsat", empty())
     masked = mask_landsat(raw)
     comp = monthly_composite(masked, ["lst"], pd.DatetimeIndex([month]), how="mean")
+    _warn_if_cloudy(comp, month, "Landsat")
     out = xr.Dataset({"lst": comp["lst"], "lst_count": comp["clear_count"]})
     out["lst_count"].attrs.update(units="1", long_name="clear Landsat observations in the month")
     out.attrs["source_items"] = list(raw.attrs["source_items"])
