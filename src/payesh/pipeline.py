@@ -32,7 +32,7 @@ from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction, energy
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
 from payesh.monthly import s2_month
-from payesh.parallel import release_native_memory
+from payesh.parallel import map_all, release_native_memory, shared_pool
 from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
 from payesh.sites_io import SITE_COLUMNS
@@ -140,14 +140,21 @@ tens of MB whatever the size of the city."""
 def _by_rows(composite: xr.Dataset, layer: Callable[[xr.Dataset], xr.DataArray]) -> xr.DataArray:
     """``layer(composite)`` of an in-memory month, computed in blocks of rows: a
     pixel-local layer, so the same values as all at once, with the temporaries of one
-    block (:data:`CLASSIFY_BLOCK_PX` pixels). Dask-backed input is left to its chunks."""
+    block (:data:`CLASSIFY_BLOCK_PX` pixels) per thread. The blocks run on a pool: their
+    numpy steps (features, masks, copies) hold the GIL only in short pieces, so two blocks
+    keep two cores busy where one block left the second idle outside the compiled trees.
+    Dask-backed input is left to its chunks."""
     if any(v.chunks is not None for v in composite.data_vars.values()):
         return layer(composite).compute()
     ny, nx = composite.sizes["y"], composite.sizes["x"]
     step = max(1, CLASSIFY_BLOCK_PX // max(1, nx))
     if step >= ny:
         return layer(composite)
-    parts = [layer(composite.isel(y=slice(lo, lo + step))) for lo in range(0, ny, step)]
+    parts = map_all(
+        shared_pool("layers"),
+        lambda lo: layer(composite.isel(y=slice(lo, lo + step))),
+        range(0, ny, step),
+    )
     return xr.concat(parts, dim="y", combine_attrs="override")
 
 
