@@ -99,6 +99,11 @@ RASTER_GROUPS: dict[str, tuple[str, str]] = {
 }
 GROUPS = (*RASTER_GROUPS, "sites")
 _SPATIAL_CHUNK = 1024
+_ZSTD_LEVEL = 3
+_ZSTD_LEVEL_INT = 1
+"""Integer arrays (``true_colour``, counts, dates) compress as well at Zstandard level 1
+as at 3 (true colour: 1.31 against 1.32 on the 24 km bench city) at 3.5 times the speed;
+floats (``builtup_prob``) gain a third in size from level 3, so they keep it."""
 _CITY_RE = re.compile(r"^[a-z0-9_-]+$")
 
 
@@ -515,7 +520,8 @@ def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     chunk = {d: (1 if d == "time" else max(1, min(n, _SPATIAL_CHUNK))) for d, n in sizes.items()}
     encoding: dict[str, dict[str, Any]] = {}
     for v, var in ds.variables.items():
-        enc: dict[str, Any] = {"compressors": [ZstdCodec(level=3), Crc32cCodec()]}
+        level = _ZSTD_LEVEL_INT if var.dtype.kind in "biu" else _ZSTD_LEVEL
+        enc: dict[str, Any] = {"compressors": [ZstdCodec(level=level), Crc32cCodec()]}
         if var.ndim:
             enc["chunks"] = tuple(chunk[d] for d in var.dims)
         encoding[str(v)] = enc
