@@ -19,7 +19,8 @@ _PROBE = (
 
 
 def _probe(env: dict[str, str]) -> list[object]:
-    base = {k: v for k, v in os.environ.items() if k not in ("GDAL_CACHEMAX", "MALLOC_ARENA_MAX")}
+    unset = ("GDAL_CACHEMAX", "MALLOC_ARENA_MAX", "GDAL_DATA", "PROJ_DATA", "PROJ_LIB")
+    base = {k: v for k, v in os.environ.items() if k not in unset}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE], env=base | env, capture_output=True, text=True, check=True
     )
@@ -28,12 +29,41 @@ def _probe(env: dict[str, str]) -> list[object]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
 def test_bound_native_memory_caps_gdal_cache_and_malloc_arenas() -> None:
+    from rasterio._env import GDALDataFinder, PROJDataFinder
+
     done, cache = _probe({})
-    assert done == {"GDAL_CACHEMAX": str(parallel.GDAL_CACHE_MB), "malloc_arena_max": "2"}
+    assert done == {
+        "GDAL_CACHEMAX": str(parallel.GDAL_CACHE_MB),
+        "malloc_arena_max": "2",
+        "GDAL_DATA": GDALDataFinder().search_wheel(),  # where rasterio looks first
+        "PROJ_DATA": PROJDataFinder().search_wheel(),
+    }
     assert cache == str(parallel.GDAL_CACHE_MB)
     # what the environment already decided is left alone
-    done, cache = _probe({"GDAL_CACHEMAX": "512", "MALLOC_ARENA_MAX": "4"})
+    decided = {"GDAL_CACHEMAX": "512", "MALLOC_ARENA_MAX": "4", "GDAL_DATA": "/x", "PROJ_LIB": "/y"}
+    done, cache = _probe(decided)
     assert done == {} and cache == "512"
+
+
+_ENV_PROBE = (
+    "import genericpath, os, rasterio; from payesh.parallel import bound_native_memory; "
+    "bound_native_memory(); calls = []; real = genericpath.exists; "
+    "os.path.exists = genericpath.exists = lambda p: calls.append(p) or real(p); "
+    "outer = rasterio.Env(); outer.__enter__(); "
+    "[rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN='FALSE').__enter__().__exit__() for _ in range(5)]; "
+    "print(len(calls))"
+)
+
+
+def test_nested_gdal_envs_no_longer_search_for_the_data_folders() -> None:
+    """Each exit from a nested ``rasterio.Env`` (each file opened in one) searched for
+    GDAL's and PROJ's data folders with ``os.path.exists``; once they are pinned, none."""
+    unset = ("GDAL_DATA", "PROJ_DATA", "PROJ_LIB")
+    base = {k: v for k, v in os.environ.items() if k not in unset}
+    out = subprocess.run(
+        [sys.executable, "-c", _ENV_PROBE], env=base, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "0"
 
 
 def test_default_threads_reads_payesh_threads(monkeypatch: pytest.MonkeyPatch) -> None:
