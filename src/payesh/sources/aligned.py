@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -75,17 +76,21 @@ class AssetGrid:
     dataset: Any = field(default=None, compare=False, repr=False)  # open while the month reads
 
 
+@lru_cache(maxsize=256)
 def _centre_indices(origin: float, step: float, n: int, src_origin: float, src_step: float) -> Any:
     """Source pixel index of each city pixel centre; ``None`` if a centre sits on an edge.
 
     A centre exactly on a source pixel edge would be settled by rounding, which odc-stac
-    and GDAL may settle differently: such lattices take the general path.
+    and GDAL may settle differently: such lattices take the general path. Cached (and
+    read-only): every scene of one tile and band has the same lattice.
     """
     pos = (origin + (np.arange(n) + 0.5) * step - src_origin) / src_step
     frac = pos - np.floor(pos)
     if np.any(np.minimum(frac, 1 - frac) < 1e-6):
         return None
-    return np.floor(pos).astype(np.int64)
+    index = np.floor(pos).astype(np.int64)
+    index.setflags(write=False)
+    return index
 
 
 def _asset_grid(href: str, geobox: GeoBox) -> AssetGrid | None:
