@@ -703,8 +703,13 @@ def _predict_kernel(
     band_names: tuple[str, ...],
     feature_names: tuple[str, ...],
 ) -> np.ndarray:
-    out = np.full(bands.shape[:-1], np.nan, dtype="float32")
     valid = np.isfinite(bands).all(axis=-1)
+    if valid.all():  # the usual month: no copy of the valid pixels' bands
+        feats = feature_stack(
+            bands.reshape(-1, bands.shape[-1]), band_names=band_names, feature_names=feature_names
+        )
+        return predict_positive(estimator, feats).astype("float32").reshape(valid.shape)
+    out = np.full(bands.shape[:-1], np.nan, dtype="float32")
     if valid.any():
         feats = feature_stack(bands[valid], band_names=band_names, feature_names=feature_names)
         # compiled trees: predict_proba's values bit for bit, several times faster

@@ -239,7 +239,7 @@ def _raw_predict(
     baseline: float,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    n, nf = x.shape
+    nf, n = x.shape  # one row per feature: a block's features are contiguous reads
     block = np.empty((nf, _BLOCK), dtype=x.dtype)  # features of a block, one row each
     bits = np.empty(_BLOCK, dtype=np.uint64)
     acc = np.empty(_BLOCK, dtype=np.float64)
@@ -249,9 +249,10 @@ def _raw_predict(
     debruijn = np.uint64(0x03F79D71B4CB0A89)
     for lo in range(0, n, _BLOCK):
         m = min(n, lo + _BLOCK) - lo
+        for f in range(nf):
+            for i in range(m):
+                block[f, i] = x[f, lo + i]
         for i in range(m):
-            for f in range(nf):
-                block[f, i] = x[lo + i, f]
             acc[i] = baseline
         for t in range(tree_start.shape[0] - 1):
             for i in range(m):
@@ -296,11 +297,14 @@ def predict_positive(estimator: Any, features: np.ndarray, *, threads: int | Non
     cores, at most 16); the compiled loop releases the GIL.
     """
     forest = _compiled(estimator)
-    x = np.ascontiguousarray(features)
+    x = np.asarray(features)
     if forest is None or x.ndim != 2 or x.shape[1] != forest.n_features:
-        return estimator.predict_proba(x)[:, 1]
+        return estimator.predict_proba(np.ascontiguousarray(x))[:, 1]
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
+    # one row per feature, as the kernel reads them: no copy for features made as planes
+    # (payesh.classifier.feature_stack's (n, n_features) is the transpose of its planes)
+    planes = np.ascontiguousarray(x.T)
     # float32 features meet thresholds rounded down to float32: the same tests, and the
     # block's compares run twice as wide
     threshold = forest.threshold32 if x.dtype == np.float32 else forest.threshold64
@@ -310,7 +314,7 @@ def predict_positive(estimator: Any, features: np.ndarray, *, threads: int | Non
     def run(lo: int) -> None:
         hi = min(x.shape[0], lo + _ROWS_PER_TASK)
         _raw_predict(
-            x[lo:hi],
+            planes[:, lo:hi],
             f.feature,
             threshold,
             f.nan_right,
