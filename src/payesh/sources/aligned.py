@@ -37,13 +37,15 @@ import xarray as xr
 from numba import njit
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from payesh import nanops
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import scl_masks as scl_bad_observed
 from payesh.parallel import default_threads, gather, map_all, shared_pool
-from payesh.sources.checksum import readable_href
+from payesh.sources.checksum import readable_href, verify_asset
+from payesh.sources.http import SourceUnavailable
 from payesh.sources.profiles import S2_SATURATED_DN
 from payesh.sources.rio_retry import is_remote, retry_rio
 
@@ -181,10 +183,9 @@ def plan_aligned(
                     opened.dataset.close()
                 return None
             grids[band] = grid
-        assert item.datetime is not None
         return ItemPlan(
             item_id=item.id,
-            time=np.datetime64(item.datetime.replace(tzinfo=None), "ns"),
+            time=_item_time(item),
             grids=grids,
             scale_offset=scale_offset[item.id],
             nodata=nodata[item.id],
@@ -197,6 +198,61 @@ def plan_aligned(
         close_plans(kept)
         return None
     return kept
+
+
+def _checked_grids(
+    item: pystac.Item, geobox: GeoBox, asset_keys: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[str | None, dict[str, AssetGrid] | None]:
+    """A local item's files checked as :func:`~payesh.sources.validate.file_problem`
+    checks them and mapped on the city grid, each from one opening.
+
+    Returns ``(problem, None)`` for a bad item, ``(None, None)`` when an asset is not
+    aligned (its files closed, either way), else ``(None, grids)`` with the files open.
+    """
+    from payesh.sources.validate import open_file_problem
+
+    grids: dict[str, AssetGrid] = {}
+
+    def close() -> None:
+        for g in grids.values():
+            g.dataset.close()
+
+    try:
+        for band, key in asset_keys.items():
+            href = item.assets[key].get_absolute_href() or item.assets[key].href
+            where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
+            try:
+                verify_asset(item, key)
+            except SourceUnavailable:
+                raise
+            except SourceError as err:  # a checksum that does not match, or cannot be read
+                close()
+                return str(err), None
+            src = None
+            try:
+                with rasterio.Env(**env):
+                    src = rasterio.open(readable_href(href))
+                    problem = open_file_problem(item, key, src)
+            except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as err:
+                if src is not None:
+                    src.close()
+                close()
+                return f"{where}: cannot be read (truncated or corrupt?): {err}", None
+            grid = None if problem is not None else _grid_of(src, href, geobox)
+            if grid is None:
+                src.close()
+                close()
+                return problem, None
+            grids[band] = grid
+    except BaseException:
+        close()
+        raise
+    return None, grids
+
+
+def _item_time(item: pystac.Item) -> np.datetime64:
+    assert item.datetime is not None  # metadata checks passed: every item has one
+    return np.datetime64(item.datetime.replace(tzinfo=None), "ns")
 
 
 def close_plans(plans: Sequence[ItemPlan]) -> None:
@@ -512,7 +568,15 @@ def s2_month_aligned(
         return None
 
     pool = shared_pool("aligned-check", n)
-    problems = map_all(pool, problem, ready)
+    opened: dict[str, dict[str, AssetGrid] | None] = {}
+    if remote:  # checked with file_problem's retries, then opened again to be read
+        problems = map_all(pool, problem, ready)
+    else:  # checked and mapped from one opening of each file
+        checked = map_all(pool, lambda item: _checked_grids(item, geobox, keys, env), ready)
+        problems = [found for found, _ in checked]
+        opened = {
+            i.id: grids for i, (found, grids) in zip(ready, checked, strict=True) if not found
+        }
     if ready and all(problems):  # nothing would be read: one error listing every problem
         raise NoReadableItemsError(
             "no readable s2 item: " + "; ".join(str(p) for p in problems),
@@ -541,7 +605,24 @@ def s2_month_aligned(
             scale_offset[item.id][band] = (scale, offset)
             if first_nodata[band] is not None:
                 nodata[item.id][band] = float(first_nodata[band])
-    plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n, env=env)
+    if remote:
+        plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n, env=env)
+    elif any(grids is None for grids in opened.values()):  # not aligned: odc-stac's turn
+        for grids in opened.values():
+            for grid in (grids or {}).values():
+                grid.dataset.close()
+        plans = None
+    else:
+        plans = [
+            ItemPlan(
+                item_id=item.id,
+                time=_item_time(item),
+                grids=opened[item.id] or {},
+                scale_offset=scale_offset[item.id],
+                nodata=nodata[item.id],
+            )
+            for item in usable
+        ]
     if plans is None:
         return None
     try:

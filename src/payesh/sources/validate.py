@@ -20,6 +20,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pystac
 import rasterio
@@ -42,6 +43,7 @@ __all__ = [
     "declared_crs",
     "file_problem",
     "metadata_problem",
+    "open_file_problem",
     "skip_bad_items",
     "skipped_ids",
     "with_skipped",
@@ -154,22 +156,29 @@ def _file_problem_once(
         return str(err), False
     try:
         with rasterio.Env(**env), rasterio.open(readable_href(href)) as src:
-            if src.crs is None:
-                return f"{where}: the file has no CRS", False
-            declared = declared_crs(item, key)
-            if declared is not None and not _same_crs(declared, src.crs):
-                return (
-                    f"{where}: the item says its CRS is {declared} but the file's is "
-                    f"{src.crs.to_string()}"
-                ), False
-            bh, bw = src.block_shapes[0]
-            row = (src.height - 1) // bh * bh
-            col = (src.width - 1) // bw * bw
-            window = Window(col, row, min(bw, src.width - col), min(bh, src.height - row))
-            src.read(1, window=window)
+            return open_file_problem(item, key, src), False
     except (RasterioError, CPLE_BaseError, OSError, requests.RequestException, APIError) as err:
         return f"{where}: cannot be read (truncated or corrupt?): {err}", True
-    return None, False
+
+
+def open_file_problem(item: pystac.Item, key: str, src: Any) -> str | None:
+    """The checks of :func:`file_problem` on the file already open as ``src``: its CRS
+    against the item's, and its last block read (a truncated file fails there). Raises
+    what rasterio raises for a file it cannot decode."""
+    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
+    if src.crs is None:
+        return f"{where}: the file has no CRS"
+    declared = declared_crs(item, key)
+    if declared is not None and not _same_crs(declared, src.crs):
+        return (
+            f"{where}: the item says its CRS is {declared} but the file's is {src.crs.to_string()}"
+        )
+    bh, bw = src.block_shapes[0]
+    row = (src.height - 1) // bh * bh
+    col = (src.width - 1) // bw * bw
+    src.read(1, window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
+    return None
 
 
 def skip_bad_items(
