@@ -45,6 +45,7 @@ import numpy as np
 import xarray as xr
 
 from payesh.errors import PayeshError
+from payesh.parallel import map_all, shared_pool
 
 __all__ = [
     "STAGING_ENV",
@@ -145,6 +146,7 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
         if path.exists():
             shutil.rmtree(path)
         path.mkdir()
+        writes: list[tuple[Path, np.ndarray, tuple[slice, ...] | None]] = []
         for i, (name, var) in enumerate(ds.variables.items()):
             values = np.asarray(var.values)
             if values.dtype.kind == "O":  # strings held as objects: fixed width for .npy
@@ -156,10 +158,9 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
             spatial = bool(set(var.dims) & set(_SPATIAL)) and var.ndim > 1
             if spatial:
                 for index, part in _blocks(tuple(map(str, var.dims)), values.shape, block):
-                    name_ = f"{i}-{'-'.join(map(str, index))}.npy"
-                    np.save(path / name_, np.ascontiguousarray(values[part]), allow_pickle=False)
+                    writes.append((path / f"{i}-{'-'.join(map(str, index))}.npy", values, part))
             else:
-                np.save(path / f"{i}.npy", values, allow_pickle=False)
+                writes.append((path / f"{i}.npy", values, None))
             meta["vars"][str(name)] = {
                 "file": f"{i}.npy",
                 "dims": list(map(str, var.dims)),
@@ -169,6 +170,8 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
                 "dtype": values.dtype.str,
                 "block": block if spatial else None,
             }
+        # on a pool: a month is ~100 files at 24 km, written at ~250 MB/s by one thread
+        map_all(shared_pool("staging"), lambda w: _save(*w), writes)
         # written last: a folder without it is a month whose staging did not finish
         (path / _META).write_text(json.dumps(meta, default=_json_value))
     except OSError as err:  # a full or read-only disk: one clear error, not a traceback
@@ -178,6 +181,11 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
             f"{STAGING_ENV} to another local folder"
         ) from err
     return path
+
+
+def _save(file: Path, values: np.ndarray, part: tuple[slice, ...] | None) -> None:
+    data = values if part is None else np.ascontiguousarray(values[part])
+    np.save(file, data, allow_pickle=False)
 
 
 def _blocks(
