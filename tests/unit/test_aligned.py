@@ -85,3 +85,27 @@ def test_other_crs_falls_back_to_odc_stac(plan: RunPlan) -> None:
     via_month = s2_month(items, other, month)  # falls back, no chunks asked for
     assert via_month.sizes["y"] == other.shape[0]
     assert int(via_month["clear_count"].max()) > 0
+
+
+@pytest.mark.parametrize("repeat", [1, 2])  # 10 m and 20 m bands on the 10 m grid
+@pytest.mark.parametrize("edge", [0, 3])  # city pixels outside the raster on each side
+def test_numpy_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None:
+    """A time step's first window goes through numpy where its rows and columns are
+    consecutive: the same float32 values, NaN at either nodata and saturation."""
+    rng = np.random.default_rng(repeat + edge)
+    win = rng.integers(0, 65536, (40, 30)).astype(np.uint16)
+    win[rng.random(win.shape) < 0.1] = 0
+    win[2, 2] = 65535
+    ri = np.arange(-edge, 40 * repeat - edge) // repeat
+    ci = np.arange(-edge, 30 * repeat - edge) // repeat
+    ri[ri >= 40 - edge] = -1  # outside at the far side too
+    ci[ci >= 30 - edge] = -1
+    for nd_item in (np.float32(np.nan), np.float32(77)):
+        args = (np.float32(0), nd_item, np.float32(65535), np.float32(1e-4), np.float32(-0.1))
+        for physical in (True, False):
+            loop = np.full((len(ri), len(ci)), np.nan, dtype="float32")
+            fast = loop.copy()
+            aligned._place_kernel(win, ri, ci, loop, *args, physical)
+            aligned._place_first(win, ri, ci, fast, *args, physical)
+            np.testing.assert_array_equal(fast, loop)
+            assert np.isnan(loop).any() and not np.isnan(loop).all()
