@@ -37,15 +37,13 @@ import xarray as xr
 from numba import njit
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
-from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
 
 from payesh import nanops
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import scl_masks as scl_bad_observed
 from payesh.parallel import default_threads, gather, map_all, shared_pool
-from payesh.sources.checksum import readable_href, verify_asset
-from payesh.sources.http import SourceUnavailable
+from payesh.sources.checksum import readable_href
 from payesh.sources.profiles import S2_SATURATED_DN
 from payesh.sources.rio_retry import is_remote, retry_rio
 
@@ -209,7 +207,7 @@ def _checked_grids(
     Returns ``(problem, None)`` for a bad item, ``(None, None)`` when an asset is not
     aligned (its files closed, either way), else ``(None, grids)`` with the files open.
     """
-    from payesh.sources.validate import open_file_problem
+    from payesh.sources.validate import open_checked
 
     grids: dict[str, AssetGrid] = {}
 
@@ -220,27 +218,11 @@ def _checked_grids(
     try:
         for band, key in asset_keys.items():
             href = item.assets[key].get_absolute_href() or item.assets[key].href
-            where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
-            try:
-                verify_asset(item, key)
-            except SourceUnavailable:
-                raise
-            except SourceError as err:  # a checksum that does not match, or cannot be read
-                close()
-                return str(err), None
-            src = None
-            try:
-                with rasterio.Env(**env):
-                    src = rasterio.open(readable_href(href))
-                    problem = open_file_problem(item, key, src)
-            except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as err:
+            problem, _, src = open_checked(item, key, href, env=env)
+            grid = None if src is None else _grid_of(src, href, geobox)
+            if grid is None:
                 if src is not None:
                     src.close()
-                close()
-                return f"{where}: cannot be read (truncated or corrupt?): {err}", None
-            grid = None if problem is not None else _grid_of(src, href, geobox)
-            if grid is None:
-                src.close()
                 close()
                 return problem, None
             grids[band] = grid

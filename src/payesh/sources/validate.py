@@ -43,7 +43,7 @@ __all__ = [
     "declared_crs",
     "file_problem",
     "metadata_problem",
-    "open_file_problem",
+    "open_checked",
     "skip_bad_items",
     "skipped_ids",
     "with_skipped",
@@ -144,6 +144,22 @@ def _file_problem_once(
     item: pystac.Item, key: str, href: str, *, env: Mapping[str, str]
 ) -> tuple[str | None, bool]:
     """One check of :func:`file_problem`: ``(problem or None, worth fetching again)``."""
+    problem, again, src = open_checked(item, key, href, env=env)
+    if src is not None:
+        src.close()
+    return problem, again
+
+
+def open_checked(
+    item: pystac.Item, key: str, href: str, *, env: Mapping[str, str]
+) -> tuple[str | None, bool, Any]:
+    """The checks of one try of :func:`file_problem` (checksum, CRS, last block), from one
+    opening of the file: ``(problem, worth fetching again, dataset)``.
+
+    The dataset is returned open when the file passed (the caller reads it, then closes
+    it), ``None`` when it did not. The aligned reader keeps it for its reads, so a local
+    file is opened once a month, not once to check and again to read.
+    """
     shown = href.split("?", 1)[0]  # never a signed URL's token in a message
     where = f"item {item.id!r} asset {key!r} ({shown})"
     try:
@@ -151,22 +167,31 @@ def _file_problem_once(
     except SourceUnavailable:
         raise
     except ChecksumMismatch as err:
-        return str(err), True
+        return str(err), True, None
     except SourceError as err:
-        return str(err), False
+        return str(err), False, None
+    src = None
     try:
-        with rasterio.Env(**env), rasterio.open(readable_href(href)) as src:
-            return open_file_problem(item, key, src), False
+        with rasterio.Env(**env):
+            src = rasterio.open(readable_href(href))
+            problem = _open_file_problem(item, key, src, where)
     except (RasterioError, CPLE_BaseError, OSError, requests.RequestException, APIError) as err:
-        return f"{where}: cannot be read (truncated or corrupt?): {err}", True
+        if src is not None:
+            src.close()
+        return f"{where}: cannot be read (truncated or corrupt?): {err}", True, None
+    except BaseException:
+        if src is not None:
+            src.close()
+        raise
+    if problem is not None:
+        src.close()
+        return problem, False, None
+    return None, False, src
 
 
-def open_file_problem(item: pystac.Item, key: str, src: Any) -> str | None:
-    """The checks of :func:`file_problem` on the file already open as ``src``: its CRS
-    against the item's, and its last block read (a truncated file fails there). Raises
-    what rasterio raises for a file it cannot decode."""
-    href = item.assets[key].get_absolute_href() or item.assets[key].href
-    where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
+def _open_file_problem(item: pystac.Item, key: str, src: Any, where: str) -> str | None:
+    """The file's CRS against the item's, and its last block read (a truncated file fails
+    there); raises what rasterio raises for a file it cannot decode."""
     if src.crs is None:
         return f"{where}: the file has no CRS"
     declared = declared_crs(item, key)
