@@ -36,7 +36,7 @@ from payesh.parallel import (
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.progress import report
-from payesh.store import history
+from payesh.store import RunWriter, history
 
 LANDSAT_RESOLUTION_M = 30.0
 #: Waits (s) before the retries of a task that reads over the network: backoff, with jitter.
@@ -140,9 +140,14 @@ def indicators_task(plan: RunPlan, monthly: pipeline.MonthlyData) -> pipeline.In
     return pipeline.compute_indicators(plan, monthly)
 
 
+@task(name="store-months", cache_policy=NO_CACHE)
+def pixel_months_task(run: RunWriter, monthly: pipeline.MonthlyData) -> bool:
+    return pipeline.write_pixel_months(run, monthly)
+
+
 @task(name="commit", cache_policy=NO_CACHE)
-def commit_task(plan: RunPlan, result: pipeline.Indicators, store: str) -> str:
-    return pipeline.commit(plan, result, store=store)
+def commit_task(plan: RunPlan, result: pipeline.Indicators, run: RunWriter) -> str:
+    return pipeline.commit(plan, result, run=run)
 
 
 @task(name="export", cache_policy=NO_CACHE)
@@ -228,11 +233,18 @@ def monitor_city(
                     monthly[key].append(future.result())
                     report(f"{key}: load, mask, composite", i + 1, len(months))
         release_native_memory()
-        # the staged months are on this machine: read by this process's threads
+        data = pipeline.MonthlyData.from_lists(monthly)
+        # the staged months are on this machine: read by this process's threads. The
+        # pixels' months are written into the run (nothing visible before its commit)
+        # while the indicators are computed: the two share the cores.
         with threaded_dask():
-            result = indicators_task(plan, pipeline.MonthlyData.from_lists(monthly))
-            logger.info(result.summary())
-            snapshot = commit_task(plan, result, store)
+            with pipeline.open_commit(plan, store=store) as run:
+                with ThreadPoolTaskRunner[Any](max_workers=1) as ahead:
+                    early = ahead.submit(pixel_months_task, {"run": run, "monthly": data})
+                    result = indicators_task(plan, data)
+                    early.result()
+                logger.info(result.summary())
+                snapshot = commit_task(plan, result, run)
             logger.info("committed snapshot %s", snapshot)
             exports = export_task(plan, result, export_dir) if export_dir else {}
     return {

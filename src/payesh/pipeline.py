@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import pandas as pd
@@ -37,6 +38,9 @@ from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
 from payesh.sites_io import SITE_COLUMNS
 
+if TYPE_CHECKING:
+    from payesh.store import RunWriter
+
 __all__ = [
     "Indicators",
     "MonthlyData",
@@ -45,9 +49,12 @@ __all__ = [
     "compute_indicators",
     "export_run",
     "make_s2_month",
+    "open_commit",
+    "pixel_months",
     "s2_month_layers",
     "stage_s2_month",
     "store_location",
+    "write_pixel_months",
 ]
 
 MIN_SITE_AREA_M2 = 2000.0
@@ -276,12 +283,15 @@ def compute_indicators(
         release_native_memory()
         # the store keeps a month per chunk: given the staged months as they are, it
         # rechunks a few MB a block, not whole years of several blocks
-        groups["pixels"] = xr.Dataset({"builtup_prob": stored, "first_seen": first_seen})
-        if TRUE_COLOUR in monthly.s2 or "red" in monthly.s2:  # the sites' evidence chips
-            tc = monthly.s2.get(TRUE_COLOUR)
-            if tc is None:
-                tc = true_colour_layer(monthly.s2).compute()
-            groups["pixels"][TRUE_COLOUR] = tc  # staged: lazy, written block by block
+        months = pixel_months(monthly)
+        if months is None:
+            months = xr.Dataset({"builtup_prob": stored})
+            if TRUE_COLOUR in monthly.s2:  # the sites' evidence chips
+                months[TRUE_COLOUR] = monthly.s2[TRUE_COLOUR]
+            elif "red" in monthly.s2:
+                months[TRUE_COLOUR] = true_colour_layer(monthly.s2).compute()
+        # staged: lazy, written block by block
+        groups["pixels"] = months.assign(first_seen=first_seen)
 
     if monthly.viirs is not None:
         ntl = monthly.viirs
@@ -348,16 +358,70 @@ def store_location(city: Any, store: str) -> str:
     return store_path(city.name, store)
 
 
-def commit(plan: RunPlan, result: Indicators, *, store: str) -> str:
-    """Write the run's indicators to the city's store as one commit; returns the snapshot id."""
+def pixel_months(monthly: MonthlyData) -> xr.Dataset | None:
+    """The monthly layers of the ``pixels`` group as the store gets them, when the months
+    were classified as they were made (:func:`s2_month_layers`); ``None`` otherwise.
+
+    ``builtup_prob`` and ``true_colour``, staged or in memory: what
+    :func:`compute_indicators` puts in ``groups["pixels"]`` beside ``first_seen``.
+    """
+    s2 = monthly.s2
+    if s2 is None or "builtup_prob" not in s2:
+        return None
+    if TRUE_COLOUR not in s2 and "red" in s2:
+        return None  # true colour is made by compute_indicators
+    names = ["builtup_prob"] + ([TRUE_COLOUR] if TRUE_COLOUR in s2 else [])
+    return xr.Dataset({name: s2[name] for name in names})
+
+
+def write_pixel_months(run: RunWriter, monthly: MonthlyData) -> bool:
+    """Write the months of the ``pixels`` group into ``run`` ahead of the indicators.
+
+    The flow runs this while :func:`compute_indicators` computes: the write (reading the
+    staged months, compressing) and the indicators share the cores instead of taking
+    turns. :func:`commit` then writes ``first_seen`` and the other groups. Returns whether
+    there was anything to write (see :func:`pixel_months`).
+    """
+    ds = pixel_months(monthly)
+    if ds is None:
+        return False
+    run.write("pixels", ds)
+    return True
+
+
+def commit(
+    plan: RunPlan, result: Indicators, *, store: str | None = None, run: RunWriter | None = None
+) -> str:
+    """Write the run's indicators to the city's store as one commit; returns the snapshot id.
+
+    With ``run`` (:func:`payesh.store.open_run`), into that run: variables it holds
+    already (:func:`write_pixel_months`) are not written again.
+    """
     from payesh.store import write_run
 
     groups: dict[str, Any] = dict(result.groups)
     groups["sites"] = result.sites
     message = f"monitor {plan.city.name} {plan.period}"
-    return write_run(
-        plan.city.name, groups, store=store, message=message, provenance=result.provenance
-    )
+    if run is None:
+        return write_run(
+            plan.city.name, groups, store=store, message=message, provenance=result.provenance
+        )
+    for name, obj in groups.items():
+        done = run.written(name)
+        if done and isinstance(obj, xr.Dataset):
+            rest = [v for v in obj.data_vars if v not in done]
+            if not rest:
+                continue
+            obj = obj[rest]  # with the coordinates of these variables only
+        run.write(name, obj)
+    return run.commit(message, result.provenance)
+
+
+def open_commit(plan: RunPlan, *, store: str | None = None) -> AbstractContextManager[RunWriter]:
+    """The run's writes to its city's store (:func:`payesh.store.open_run`)."""
+    from payesh.store import open_run
+
+    return open_run(plan.city.name, store=store)
 
 
 def export_run(plan: RunPlan, result: Indicators, out_dir: str | Path) -> dict[str, str]:

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import dask
@@ -66,10 +66,12 @@ __all__ = [
     "GROUPS",
     "SITE_COLUMNS",
     "STORE_ENV",
+    "RunWriter",
     "S3Settings",
     "expire",
     "history",
     "open_indicators",
+    "open_run",
     "open_sites",
     "open_tree",
     "sites_from_dataset",
@@ -544,18 +546,25 @@ def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     return ds, encoding
 
 
-def _write_group(session: Any, name: str, ds: xr.Dataset) -> None:
+def _write_group(session: Any, name: str, ds: xr.Dataset, mode: Literal["w", "a"] = "w") -> None:
     ds, encoding = _chunked(ds)
+    if mode == "a":  # an array already in the group keeps its chunks and codecs
+        there = set(zarr.open_group(session.store, path=name, mode="r").array_keys())
+        encoding = {v: enc for v, enc in encoding.items() if v not in there}
     # Chunks are written from threads of this process into the session's store; a
     # distributed scheduler would need icechunk's fork/merge of sessions.
     with dask.config.set(scheduler=dask.threaded.get):  # by function: no `distributed` import
         ds.to_zarr(
             session.store,
             group=name,
-            mode="w",
+            mode=mode,
             zarr_format=3,
             consolidated=False,
             encoding=encoding,
+            # every chunk is stored: Zarr's test of a chunk against the fill value (for
+            # floats, NaN-aware: whole-chunk temporaries) cost a third of the write, and a
+            # chunk of nothing but fill values compresses to a few bytes anyway
+            write_empty_chunks=True,
         )
 
 
@@ -578,6 +587,157 @@ def _root_attrs(city_name: str, provenance: Mapping[str, Any]) -> dict[str, Any]
     return attrs
 
 
+def _prepare(name: str, obj: xr.Dataset | gpd.GeoDataFrame) -> xr.Dataset:
+    if name not in GROUPS:
+        raise StoreError(f"unknown group(s) {[name]}; valid groups are {list(GROUPS)}")
+    if name == "sites":
+        return prepare_sites(obj)
+    if isinstance(obj, xr.Dataset):
+        return _prepare_raster(name, obj)
+    raise StoreError(f"group {name!r} must be an xarray.Dataset, got {type(obj).__name__}")
+
+
+class RunWriter:
+    """One run's writes to a city's store, made visible together by :meth:`commit`.
+
+    Made by :func:`open_run`, which holds the city's lock (local stores) and one Icechunk
+    session for it. Groups are written into the session as they are ready — one may be
+    written while the run computes the next (``payesh.pipeline.write_pixel_months``) —
+    and nothing is visible to readers before :meth:`commit`. Not for concurrent use
+    from several threads.
+    """
+
+    def __init__(self, city_name: str, path: str, session: Any, base: Any) -> None:
+        self.city_name = city_name
+        self.path = path
+        self._session = session
+        self._stored = _group_names(base.store)
+        self._base = base
+        self._written: dict[str, xr.Dataset] = {}  # group -> the part(s) written so far
+        self._given: dict[str, set[str]] = {}  # group -> the variables this run gave it
+        self._committed: str | None = None
+
+    def written(self, name: str) -> set[str]:
+        """Variables of group ``name`` this run has written so far (not those of the stored
+        group it kept)."""
+        return set(self._given.get(name, ()))
+
+    def write(self, name: str, obj: xr.Dataset | gpd.GeoDataFrame) -> None:
+        """Write group ``name`` (as :func:`write_run` takes it) into this run.
+
+        The first write of a raster group replaces the stored group, keeping the stored
+        months the run does not hold. A group may be written in parts: a later part adds
+        (or replaces) variables without a ``time`` dimension — e.g. ``first_seen`` after
+        the months of ``pixels``.
+
+        Raises
+        ------
+        StoreError
+            On bad input (as :func:`write_run`), a later part with a ``time`` variable,
+            or a write after the commit.
+        """
+        if self._committed is not None:
+            raise StoreError(f"the run on {self.city_name} is committed; open a new one")
+        ds = _prepare(name, obj)
+        if distributed_client_active():
+            # computed on the cluster; the chunks are then written from this process,
+            # since a writable Icechunk session does not travel to workers
+            ds = ds.compute()
+        first = self._written.get(name)
+        if first is None:
+            given = {str(v) for v in ds.data_vars}
+            if name in RASTER_GROUPS and name in self._stored:
+                old = xr.open_zarr(self._base.store, group=name, consolidated=False, chunks={})
+                ds = _merge_months(name, old, ds)
+            _write_group(self._session, name, ds)
+            self._written[name], self._given[name] = ds, given
+            return
+        monthly = sorted(str(v) for v in ds.data_vars if "time" in ds[v].dims)
+        if name not in RASTER_GROUPS or monthly:
+            raise StoreError(
+                f"group {name!r} was already written in this run; a later part may only "
+                f"add time-less variables of a raster group, got {monthly or 'sites'}"
+            )
+        ds.attrs = {**first.attrs, **ds.attrs}
+        _write_group(self._session, name, ds, mode="a")
+        self._written[name] = first.assign(ds.data_vars)
+        self._given[name] |= {str(v) for v in ds.data_vars}
+
+    def commit(self, message: str, provenance: Mapping[str, Any]) -> str:
+        """Make every group written visible as ONE new snapshot; returns its id.
+
+        ``provenance`` becomes the root attributes (see :func:`write_run`).
+
+        Raises
+        ------
+        StoreError
+            When nothing was written, on an object store when another run of the city
+            committed after this one started (nothing of this run is visible; re-run it),
+            or when the commit fails.
+        """
+        if not self._written:
+            raise StoreError("write_run got no groups to write")
+        if self._committed is not None:
+            raise StoreError(f"the run on {self.city_name} is committed already")
+        session = self._session
+        zarr.open_group(session.store, mode="a").attrs.put(_root_attrs(self.city_name, provenance))
+        metadata = {
+            "city": self.city_name,
+            "groups": sorted(self._written),
+            "provenance": {str(k): _attr_value(v) for k, v in provenance.items()},
+        }
+        try:
+            self._committed = str(session.commit(message, metadata=metadata))
+        except icechunk.ConflictError as err:
+            # Only an object store gets here (a local store is locked): another run moved
+            # the branch since this one started. Its months were merged with the snapshot
+            # this run started from, so rebasing could drop the other run's months.
+            raise StoreError(
+                f"another run of {self.city_name} committed to {self.path} first; nothing "
+                f"of this run was stored — re-run it ({_first_line(err)})"
+            ) from err
+        except icechunk.IcechunkError as err:
+            raise StoreError(
+                f"commit to the store of {self.city_name} failed: {_first_line(err)}"
+            ) from err
+        return self._committed
+
+
+@contextmanager
+def open_run(
+    city_name: str,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    lock_timeout: float = 600.0,
+) -> Iterator[RunWriter]:
+    """Open one run's writes to a city's store (see :class:`RunWriter`).
+
+    A local store's city lock is held until the block ends; leaving the block without
+    :meth:`RunWriter.commit` (an error, say) discards what was written, and the store
+    stays as it was.
+
+    Raises
+    ------
+    StoreError
+        When the store cannot be opened, or another writer holds a local store's lock
+        past ``lock_timeout``.
+    """
+    path = store_path(city_name, store)
+    if not _is_uri(path):
+        _check_local(path, writing=True)
+    storage = _storage(path)
+    with _writer_lock(path, city_name, lock_timeout):
+        try:
+            repo = icechunk.Repository.open_or_create(storage)
+            session = repo.writable_session(BRANCH)
+            base = repo.readonly_session(snapshot_id=session.snapshot_id)
+        except icechunk.IcechunkError as err:
+            raise StoreError(
+                f"cannot open the store of {city_name} at {path}: {_first_line(err)}"
+            ) from err
+        yield RunWriter(city_name, path, session, base)
+
+
 def write_run(
     city_name: str,
     groups: Mapping[str, xr.Dataset | gpd.GeoDataFrame],
@@ -592,7 +752,7 @@ def write_run(
     For the time-dimensioned groups, the months in ``groups`` replace the stored ones and
     every other stored month is kept; time-less variables and ``sites`` are replaced whole.
     Nothing is visible to readers before the commit; an error before it leaves the store
-    as it was.
+    as it was. (:func:`open_run` does the same a group at a time.)
 
     Parameters
     ----------
@@ -632,59 +792,15 @@ def write_run(
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         raise StoreError(f"unknown group(s) {unknown}; valid groups are {list(GROUPS)}")
-    prepared: dict[str, xr.Dataset] = {}
-    for name, obj in groups.items():
-        if name == "sites":
-            prepared[name] = prepare_sites(obj)
-        elif isinstance(obj, xr.Dataset):
-            prepared[name] = _prepare_raster(name, obj)
-        else:
-            raise StoreError(f"group {name!r} must be an xarray.Dataset, got {type(obj).__name__}")
-
+    # every group checked before the store is opened
+    prepared = {name: _prepare(name, obj) for name, obj in groups.items()}
     if distributed_client_active():
-        # Compute on the cluster now (outside the lock); the chunks are then written from
-        # this process, since a writable Icechunk session does not travel to workers.
+        # computed on the cluster now, outside the lock (see RunWriter.write)
         prepared = {name: ds.compute() for name, ds in prepared.items()}
-
-    path = store_path(city_name, store)
-    if not _is_uri(path):
-        _check_local(path, writing=True)
-    storage = _storage(path)
-    with _writer_lock(path, city_name, lock_timeout):
-        try:
-            repo = icechunk.Repository.open_or_create(storage)
-            session = repo.writable_session(BRANCH)
-            base = repo.readonly_session(snapshot_id=session.snapshot_id)
-        except icechunk.IcechunkError as err:
-            raise StoreError(
-                f"cannot open the store of {city_name} at {path}: {_first_line(err)}"
-            ) from err
-        stored = _group_names(base.store)
+    with open_run(city_name, store=store, lock_timeout=lock_timeout) as run:
         for name, ds in prepared.items():
-            if name in RASTER_GROUPS and name in stored:
-                old = xr.open_zarr(base.store, group=name, consolidated=False, chunks={})
-                ds = _merge_months(name, old, ds)
-            _write_group(session, name, ds)
-        zarr.open_group(session.store, mode="a").attrs.put(_root_attrs(city_name, provenance))
-        metadata = {
-            "city": city_name,
-            "groups": sorted(prepared),
-            "provenance": {str(k): _attr_value(v) for k, v in provenance.items()},
-        }
-        try:
-            return str(session.commit(message, metadata=metadata))
-        except icechunk.ConflictError as err:
-            # Only an object store gets here (a local store is locked): another run moved
-            # the branch since this one started. Its months were merged with the snapshot
-            # this run started from, so rebasing could drop the other run's months.
-            raise StoreError(
-                f"another run of {city_name} committed to {path} first; nothing of this run "
-                f"was stored — re-run it ({_first_line(err)})"
-            ) from err
-        except icechunk.IcechunkError as err:
-            raise StoreError(
-                f"commit to the store of {city_name} failed: {_first_line(err)}"
-            ) from err
+            run.write(name, ds)
+        return run.commit(message, provenance)
 
 
 # --------------------------------------------------------------------------- reading

@@ -269,6 +269,76 @@ def test_crash_before_commit_keeps_last_version(
     assert st.open_indicators("demo", store=tmp_path).sizes["time"] == 4
 
 
+def test_a_run_written_group_by_group_and_in_parts_equals_write_run(tmp_path: Path) -> None:
+    """open_run: the pixels' months first, then first_seen and the other groups, gives the
+    store write_run gives — stored months kept, the stored first_seen replaced."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    for root in (whole, parts):
+        write_all(root, _months("2025-01-01", 3), seed=0, message="jan-mar")
+    later = _months("2025-02-01", 3)
+    groups = {
+        "tiles": make_tiles(later, 5),
+        "pixels": make_pixels(later, 5),
+        "ntl": make_ntl(later),
+        "sites": make_sites(),
+    }
+    # a first_seen unlike the stored one, so that replacing it shows
+    groups["pixels"]["first_seen"][:] = np.datetime64("2025-04-01", "ns")
+    st.write_run("demo", groups, store=whole, message="feb-apr", provenance=PROV)
+    with st.open_run("demo", store=parts) as run:
+        run.write("pixels", groups["pixels"][["builtup_prob"]])
+        assert run.written("pixels") == {"builtup_prob"}
+        run.write("pixels", groups["pixels"][["first_seen"]])
+        assert run.written("pixels") == {"builtup_prob", "first_seen"}
+        for name in ("tiles", "ntl", "sites"):
+            run.write(name, groups[name])
+        snapshot = run.commit("feb-apr", PROV)
+    assert st.history("demo", store=parts)[0]["snapshot_id"] == snapshot
+    for group in ("pixels", "tiles", "ntl"):
+        a = st.open_indicators("demo", store=whole, group=group).load()
+        b = st.open_indicators("demo", store=parts, group=group).load()
+        for ds in (a, b):  # the snapshot and the second of its writing differ
+            del ds.attrs["snapshot_id"], ds.attrs["created"]
+        xr.testing.assert_identical(a, b)
+    px = st.open_indicators("demo", store=parts, group="pixels")
+    assert px.sizes["time"] == 4
+    assert (px["first_seen"].values == np.datetime64("2025-04-01", "ns")).all()
+    assert len(st.open_sites("demo", store=parts)) == 2
+
+
+def test_a_run_refuses_later_months_and_writes_after_its_commit(tmp_path: Path) -> None:
+    times = _months("2025-01-01", 2)
+    with st.open_run("demo", store=tmp_path) as run:
+        run.write("pixels", make_pixels(times)[["builtup_prob"]])
+        with pytest.raises(StoreError, match="'pixels' was already written in this run"):
+            run.write("pixels", make_pixels(times)[["builtup_prob"]])
+        with pytest.raises(StoreError, match="'sites' was already written|sites"):
+            run.write("sites", make_sites())
+            run.write("sites", make_sites())
+        run.commit("m", PROV)
+        with pytest.raises(StoreError, match="is committed"):
+            run.write("tiles", make_tiles(times))
+    with st.open_run("demo", store=tmp_path) as run, pytest.raises(StoreError, match="no groups"):
+        run.commit("nothing", PROV)
+    assert len(st.history("demo", store=tmp_path)) == 1
+
+
+def test_a_run_left_without_its_commit_stores_nothing(tmp_path: Path) -> None:
+    good = write_all(tmp_path, _months("2025-01-01", 2))
+    with pytest.raises(RuntimeError, match="indicators failed"):
+        with st.open_run("demo", store=tmp_path) as run:
+            run.write("pixels", make_pixels(_months("2025-03-01", 2), seed=7)[["builtup_prob"]])
+            raise RuntimeError("indicators failed")
+    assert [h["snapshot_id"] for h in st.history("demo", store=tmp_path)] == [good]
+    px = st.open_indicators("demo", store=tmp_path, group="pixels")
+    np.testing.assert_array_equal(px["time"].values, _months("2025-01-01", 2).values)
+    # the lock was released: the next run commits
+    with st.open_run("demo", store=tmp_path, lock_timeout=1) as run:
+        run.write("tiles", make_tiles(_months("2025-03-01", 1)))
+        run.commit("march", PROV)
+    assert st.open_indicators("demo", store=tmp_path).sizes["time"] == 3
+
+
 def test_second_writer_times_out_on_lock(tmp_path: Path) -> None:
     write_all(tmp_path, _months("2025-01-01", 1))
     held = threading.Event()
