@@ -67,3 +67,24 @@ def test_features_on_and_next_to_the_thresholds(model: HistGradientBoostingClass
 def test_infinite_features_take_sklearn_s_branch(model: HistGradientBoostingClassifier) -> None:
     x = np.array([[np.inf] * 5, [-np.inf] * 5, [3e38, -3e38, 0, np.inf, np.nan]], "float32")
     np.testing.assert_array_equal(predict_positive(model, x), model.predict_proba(x)[:, 1])
+
+
+@pytest.mark.parametrize(("leaves", "word"), [(15, np.uint16), (31, np.uint32), (63, np.uint64)])
+def test_each_word_width_gives_predict_proba(leaves: int, word: type) -> None:
+    """Trees of up to 16, 32 and 64 leaves run in 16-, 32- and 64-bit words, each giving
+    scikit-learn's probabilities bit for bit (NaN included)."""
+    rng = np.random.default_rng(leaves)
+    x = rng.normal(size=(6000, 4))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    y = (np.sin(3 * np.nan_to_num(x[:, 0])) + np.nan_to_num(x[:, 1]) * x[:, 2] > 0).astype(int)
+    model = HistGradientBoostingClassifier(
+        max_iter=8, max_leaf_nodes=leaves, min_samples_leaf=5, random_state=0
+    ).fit(x, y)
+    forest = compile_forest(model)
+    assert forest is not None
+    most = int(np.diff(forest.tree_start).max()) + 1
+    assert most > leaves // 2 + 1  # the trees need the word: not all would fit a narrower one
+    assert forest.narrow_mask.dtype == word
+    xs = rng.normal(scale=2.0, size=(70_001, 4)).astype("float32")
+    xs[rng.random(xs.shape) < 0.1] = np.nan
+    np.testing.assert_array_equal(predict_positive(model, xs), model.predict_proba(xs)[:, 1])
