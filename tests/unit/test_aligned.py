@@ -104,7 +104,7 @@ def test_window_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None
         args = (np.float32(0), nd_item, np.float32(65535), np.float32(1e-4), np.float32(-0.1))
         for physical in (True, False):
             loop = np.full((len(ri), len(ci)), np.nan, dtype="float32")
-            fast = loop.copy()
+            fast = np.full_like(loop, 1234.5)  # whatever a buffer held: all overwritten
             aligned._place_kernel(win, ri, ci, loop, *args, physical)
             aligned._place_first(win, ri, ci, fast, *args, physical)
             np.testing.assert_array_equal(fast, loop)

@@ -278,25 +278,30 @@ def _place_first(
     offset: np.float32,
     physical: bool,
 ) -> None:
-    """:func:`_place_kernel` into an ``out`` that is still all NaN: a window of the 10 m
-    grid (consecutive rows and columns) by :func:`_place_window`, the same values by the
-    same float32 operations and faster, since it need not check ``out`` for fusing items
-    (the check keeps the compiler from vectorising the general loop: 0.62 ms for 512²,
-    numpy's vectorised steps 0.29–0.5 ms, :func:`_place_window` 0.22–0.32 ms, measured);
-    any other window by that loop.
+    """:func:`_place_kernel` into an ``out`` whatever it holds: every pixel of ``out`` is
+    written, NaN where the window gives nothing. A window of the 10 m grid (consecutive
+    rows and columns) covering ``out`` goes through :func:`_place_window`, the same values
+    by the same float32 operations and faster: it writes each pixel once (no NaN fill
+    first) and need not check ``out`` for fusing items (that check keeps the compiler from
+    vectorising the general loop: 0.62 ms for 512², numpy's vectorised steps 0.29–0.5 ms,
+    :func:`_place_window` 0.22–0.32 ms, measured); any other window: NaN, then that loop.
     """
     ok_r, ok_c = np.flatnonzero(ri >= 0), np.flatnonzero(ci >= 0)
     if not len(ok_r) or not len(ok_c):
+        out.fill(np.nan)
         return
     # the rows and columns inside the raster are one range of the block each, and their
     # source indices never decrease: consecutive when they span as many as they count
     i0, i1, j0, j1 = int(ok_r[0]), int(ok_r[-1]) + 1, int(ok_c[0]), int(ok_c[-1]) + 1
     if ri[i1 - 1] - ri[i0] != i1 - 1 - i0 or ci[j1 - 1] - ci[j0] != j1 - 1 - j0:
         # 20 m: each pixel repeated; numpy's gather would cost twice the compiled loop
+        out.fill(np.nan)
         _place_kernel(
             win, ri, ci, out, nodata_file, nodata_item, saturated, scale, offset, physical
         )
         return
+    if (i0, i1, j0, j1) != (0, out.shape[0], 0, out.shape[1]):
+        out.fill(np.nan)  # the city's edge: pixels outside the raster
     src = win[ri[i0] : ri[i1 - 1] + 1, ci[j0] : ci[j1 - 1] + 1]
     _place_window(
         src, out[i0:i1, j0:j1], nodata_file, nodata_item, saturated, scale, offset, physical
@@ -480,8 +485,7 @@ def read_s2_month_aligned(
         """One time step's band at ``rows`` × ``cols`` into ``out``: physical units (SCL:
         class), NaN at nodata, outside the rasters and saturated."""
         t0 = time.perf_counter()
-        out.fill(np.nan)
-        first = True  # out is all NaN: no item of the time step placed yet
+        first = True  # no item of the time step placed yet: out holds the last step's
         for p in group:
             grid = p.grids[band]
             raw = _read_raw(grid, rows, cols, env)
@@ -497,11 +501,13 @@ def read_s2_month_aligned(
                 np.float32(offset),
                 band != "scl",
             )
-            if first:
+            if first:  # writes all of out
                 _place_first(*raw, out, *args)
                 first = False
             else:  # fusing: only the pixels still missing
                 _place_kernel(*raw, out, *args)
+        if first:  # no item of the time step covers this block
+            out.fill(np.nan)
         _add_time("read", t0)
 
     def fill_scl(
