@@ -177,7 +177,7 @@ def city_for(size: float, args: argparse.Namespace) -> tuple[Any, dict[str, Any]
 
 def _child_args(gen: Any, args: argparse.Namespace, threads: int) -> list[str]:
     common = ["--catalog", str(gen.catalog), "--manifest", str(gen.manifest)]
-    return common + ["--start", args.start, "--end", args.end, "--threads", str(threads)]
+    return [*common, "--start", args.start, "--end", args.end, "--threads", str(threads)]
 
 
 def warm_up(args: argparse.Namespace, threads: int) -> float:

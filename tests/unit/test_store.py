@@ -312,8 +312,8 @@ def test_a_run_refuses_later_months_and_writes_after_its_commit(tmp_path: Path) 
         run.write("pixels", make_pixels(times)[["builtup_prob"]])
         with pytest.raises(StoreError, match="'pixels' was already written in this run"):
             run.write("pixels", make_pixels(times)[["builtup_prob"]])
-        with pytest.raises(StoreError, match="'sites' was already written|sites"):
-            run.write("sites", make_sites())
+        run.write("sites", make_sites())
+        with pytest.raises(StoreError, match="'sites' was already written in this run"):
             run.write("sites", make_sites())
         run.commit("m", PROV)
         with pytest.raises(StoreError, match="is committed"):
