@@ -341,9 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-peer", action="store_true", help="skip the notebook peer")
     p.add_argument("--keep", action="store_true", help="keep the stores written")
     p.add_argument("--note", default="", help="free text stored with the results")
-    p.add_argument(
-        "--no-warm-up", action="store_true", help="skip the unrecorded first flow run"
-    )
+    p.add_argument("--no-warm-up", action="store_true", help="skip the unrecorded first flow run")
     args = p.parse_args(argv)
 
     mach = machine()
