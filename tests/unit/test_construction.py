@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import shapely
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payesh.city import City
 from payesh.errors import PayeshError
@@ -211,3 +213,64 @@ def test_sites_from_mean_prob_equal_sites_from_prob() -> None:
     assert big["confidence"] == pytest.approx(0.9, abs=1e-6)  # 10 000 m2: factor 1
     with pytest.raises(PayeshError, match="mean_prob of shape"):
         extract_sites(held["first_seen"], tg, mean_prob=np.zeros((3, 3), "float32"))
+
+
+def _reference_first_seen(
+    p: np.ndarray, times: np.ndarray, threshold: float, n: int, m: int, baseline: int
+) -> np.ndarray:
+    """The vectorised numpy formulation payesh used before its compiled kernel (git
+    c439e2d): first_seen (n_pix,) of ``p`` (n_pix, time), kept as the reference."""
+    n_pix, n_t = p.shape
+    valid = np.isfinite(p)
+    # clear months first, in time order (stable sort keeps the order)
+    order = np.argsort(~valid, axis=-1, kind="stable")
+    pc = np.take_along_axis(p, order, axis=-1)
+    n_clear = valid.sum(axis=-1)
+    q = np.arange(n_t)
+    inside = q[None, :] < n_clear[:, None]
+    above = inside & (pc > threshold)
+    existing = (above & (q[None, :] < baseline)).any(axis=-1)
+    cs = np.concatenate(
+        [np.zeros((n_pix, 1), np.int16), np.cumsum(above, axis=-1, dtype=np.int16)], axis=-1
+    )
+    start = np.maximum(q - m + 1, 0)
+    count = cs[:, q + 1] - cs[:, start]
+    satisfied = inside & (q[None, :] >= baseline) & (count >= n)
+    last = n_clear - 1
+    ok_last = np.take_along_axis(satisfied, np.maximum(last, 0)[:, None], axis=-1)[:, 0]
+    new = ~existing & (n_clear >= baseline + n) & ok_last
+    # start of the final run of satisfied windows that lasts to the last clear composite
+    unsat = inside & ~satisfied
+    last_unsat = np.where(unsat, q[None, :], -1).max(axis=-1)
+    q0 = last_unsat + 1
+    # first built-up composite inside the window ending at q0
+    lo = np.maximum(q0 - m + 1, 0)
+    in_win = above & (q[None, :] >= lo[:, None]) & (q[None, :] <= q0[:, None])
+    j = np.argmax(in_win, axis=-1)
+    month_idx = np.take_along_axis(order, j[:, None], axis=-1)[:, 0]
+    return np.where(new, times[month_idx], np.datetime64("NaT", "ns"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_t=st.integers(0, 14),
+    nan_share=st.sampled_from([0.0, 0.2, 0.6, 1.0]),
+    rule=st.sampled_from([(3, 4, 1), (1, 1, 0), (2, 3, 2), (4, 4, 0)]),
+    seed=st.integers(0, 2**16),
+)
+def test_compiled_first_seen_equals_the_numpy_formulation(
+    n_t: int, nan_share: float, rule: tuple[int, int, int], seed: int
+) -> None:
+    """Random series of every length (values on the threshold, NaN and inf included) give
+    the first_seen of the vectorised formulation, for several (n, m, baseline)."""
+    n, m, baseline = rule
+    rng = np.random.default_rng(seed)
+    p = rng.choice(np.array([0.1, 0.5, 0.6, 0.9], "float32"), size=(3000, n_t))
+    p[rng.random(p.shape) < nan_share] = np.nan
+    p[rng.random(p.shape) < 0.02] = np.inf  # not finite: not a clear month
+    times = pd.date_range("2024-01-01", periods=n_t, freq="MS").values.astype("datetime64[ns]")
+    got = construction._persistence_batch(p, times, 0.5, n, m, baseline)
+    want = _reference_first_seen(p, times, 0.5, n, m, baseline) if n_t else got
+    np.testing.assert_array_equal(got, want)
+    if nan_share == 0.0 and n_t >= baseline + n + 4:  # not a vacuous comparison
+        assert (~np.isnat(got)).sum() > 20

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 import xarray as xr
+from numba import njit
 from rasterio import features as rio_features
 from scipy import ndimage
 
@@ -54,39 +55,68 @@ _BATCH_PX = 1 << 15
 arrays of pixels × months) stay a few MB whatever the size of the block Dask hands them."""
 
 
+@njit(nogil=True, cache=True)
+def _first_seen_index(
+    p: np.ndarray, threshold: float, n: int, m: int, baseline: int, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``out[i]``: the index (along time) of pixel ``i``'s ``first_seen`` month in
+    probabilities ``p`` (n_pix, time), -1 where it is not newly built.
+
+    Per pixel, as :func:`persistent_builtup` defines it: its clear (finite) months in time
+    order; ``above`` where over ``threshold``; existing if above in any of the first
+    ``baseline``; a window (the last ``m`` clear months up to one) is satisfied from the
+    ``baseline``-th on when ``n`` of it are above; new when not existing, with at least
+    ``baseline + n`` clear months and the last window satisfied; first_seen is the first
+    above month of the window that opens the final unbroken stretch of satisfied windows.
+    """
+    n_pix, n_t = p.shape
+    months = np.empty(n_t, dtype=np.int64)  # the pixel's clear months, in time order
+    above = np.empty(n_t, dtype=np.bool_)
+    for i in range(n_pix):
+        n_clear = 0
+        for t in range(n_t):
+            v = p[i, t]
+            if np.isfinite(v):
+                months[n_clear] = t
+                above[n_clear] = v > threshold
+                n_clear += 1
+        out[i] = -1
+        if n_clear == 0 or n_clear < baseline + n:
+            continue
+        existing = False
+        for q in range(min(baseline, n_clear)):
+            existing |= above[q]
+        if existing:
+            continue
+        last_unsat = -1
+        satisfied = False
+        for q in range(n_clear):
+            count = 0
+            for r in range(max(q - m + 1, 0), q + 1):
+                count += above[r]
+            satisfied = q >= baseline and count >= n
+            if not satisfied:
+                last_unsat = q
+        if not satisfied:  # the last window
+            continue
+        q0 = last_unsat + 1
+        j = 0
+        for q in range(max(q0 - m + 1, 0), q0 + 1):
+            if above[q]:
+                j = q
+                break
+        out[i] = months[j]
+
+
 def _persistence_batch(
     p: np.ndarray, times: np.ndarray, threshold: float, n: int, m: int, baseline: int
 ) -> np.ndarray:
     """first_seen (n_pix,) datetime64[ns] of probabilities ``p`` (n_pix, time)."""
-    n_pix, n_t = p.shape
-    valid = np.isfinite(p)
-    # clear months first, in time order (stable sort keeps the order)
-    order = np.argsort(~valid, axis=-1, kind="stable")
-    pc = np.take_along_axis(p, order, axis=-1)
-    n_clear = valid.sum(axis=-1)
-    q = np.arange(n_t)
-    inside = q[None, :] < n_clear[:, None]
-    above = inside & (pc > threshold)
-    existing = (above & (q[None, :] < baseline)).any(axis=-1)
-    cs = np.concatenate(
-        [np.zeros((n_pix, 1), np.int16), np.cumsum(above, axis=-1, dtype=np.int16)], axis=-1
-    )
-    start = np.maximum(q - m + 1, 0)
-    count = cs[:, q + 1] - cs[:, start]
-    satisfied = inside & (q[None, :] >= baseline) & (count >= n)
-    last = n_clear - 1
-    ok_last = np.take_along_axis(satisfied, np.maximum(last, 0)[:, None], axis=-1)[:, 0]
-    new = ~existing & (n_clear >= baseline + n) & ok_last
-    # start of the final run of satisfied windows that lasts to the last clear composite
-    unsat = inside & ~satisfied
-    last_unsat = np.where(unsat, q[None, :], -1).max(axis=-1)
-    q0 = last_unsat + 1
-    # first built-up composite inside the window ending at q0
-    lo = np.maximum(q0 - m + 1, 0)
-    in_win = above & (q[None, :] >= lo[:, None]) & (q[None, :] <= q0[:, None])
-    j = np.argmax(in_win, axis=-1)
-    month_idx = np.take_along_axis(order, j[:, None], axis=-1)[:, 0]
-    return np.where(new, times[month_idx], _NAT)
+    index = np.empty(p.shape[0], dtype=np.int64)
+    _first_seen_index(p, float(threshold), int(n), int(m), int(baseline), index)
+    if not len(times):
+        return np.full(p.shape[0], _NAT)
+    return np.where(index >= 0, times[np.maximum(index, 0)], _NAT)
 
 
 def _mean_since_batch(p: np.ndarray, first_seen: np.ndarray, times: np.ndarray) -> np.ndarray:
