@@ -615,8 +615,9 @@ def read_s2_month_aligned(
         inner = (slice(rs.start - r_lo, rs.stop - r_lo), slice(cs.start - c_lo, cs.stop - c_lo))
         clear = np.stack([~bad[inner] for bad, _ in masks])
         clear &= ~np.isnan(stacks[bands[0]])
-        clear_count[rs, cs] = clear.sum(axis=0)
-        obs_count[rs, cs] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0)
+        # counted in int16, the counts' dtype (summing bools in int64 took 4 times as long)
+        clear_count[rs, cs] = clear.sum(axis=0, dtype=np.int16)
+        obs_count[rs, cs] = np.stack([obs[inner] for _, obs in masks]).sum(axis=0, dtype=np.int16)
         _add_time("mask", t0)
         del masks, scl
         step = max(16, math.ceil(h * len(bands) / threads / 2))
