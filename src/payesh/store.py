@@ -676,7 +676,7 @@ class RunWriter:
             or when the commit fails.
         """
         if not self._written:
-            raise StoreError("write_run got no groups to write")
+            raise StoreError(f"the run on {self.city_name} wrote no groups: nothing to commit")
         if self._committed is not None:
             raise StoreError(f"the run on {self.city_name} is committed already")
         session = self._session

@@ -91,7 +91,8 @@ def test_other_crs_falls_back_to_odc_stac(plan: RunPlan) -> None:
 @pytest.mark.parametrize("edge", [0, 3])  # city pixels outside the raster on each side
 def test_window_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None:
     """A time step's first window goes through ``_place_window`` where its rows and
-    columns are consecutive: the same float32 values, NaN at either nodata and saturation."""
+    columns are consecutive (10 m), else ``_place_rows`` (20 m): the values of the general
+    loop, NaN at either nodata and saturation, every pixel of the buffer written."""
     rng = np.random.default_rng(repeat + edge)
     win = rng.integers(0, 65536, (40, 30)).astype(np.uint16)
     win[rng.random(win.shape) < 0.1] = 0
