@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 import pystac
 import pytest
+import rasterio
 import xarray as xr
+from rasterio.windows import Window
 from servers import FaultyServer, flip_one_tile_byte, multihash_sha256
 
 from payesh.city import load_city
@@ -28,7 +30,8 @@ from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.sources.checksum import configure_checksums, verify_asset
-from payesh.sources.validate import declared_crs
+from payesh.sources.load import GDAL_LOCAL
+from payesh.sources.validate import declared_crs, file_problem
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +128,30 @@ def test_bad_files_are_skipped_at_read_time_and_counted(
     expected = s2_month(good, gbox, MONTH, bands=("red", "nir")).compute()
     assert expected.attrs["skipped_items"] == []
     xr.testing.assert_identical(month.drop_attrs(), expected.drop_attrs())
+
+
+@pytest.mark.parametrize("left", [0.5, 0.0])
+def test_a_local_cog_cut_inside_its_last_block_is_found_without_decoding_it(
+    static_plan: RunPlan, tmp_path: Path, left: float
+) -> None:
+    item = static_plan.month_items("s2", MONTH)[0].clone()
+    whole = Path(item.assets["red"].get_absolute_href() or "")
+    with rasterio.open(whole) as src:
+        (bh, bw), h, w = src.block_shapes[0], src.height, src.width
+        r, c = (h - 1) // bh, (w - 1) // bw
+        start = int(src.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1))
+        size = int(src.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=1))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: start + int(size * left)])
+    with rasterio.open(cut) as src, pytest.raises(rasterio.errors.RasterioIOError):
+        # what the check stands for: the block cannot be decoded
+        src.read(1, window=Window(c * bw, r * bh, min(bw, w - c * bw), min(bh, h - r * bh)))
+
+    assert file_problem(item, "red", env=GDAL_LOCAL) is None
+    item.assets["red"].href = str(cut)
+    problem = file_problem(item, "red", env=GDAL_LOCAL)
+    assert problem is not None and "truncated" in problem and str(cut) in problem
+    assert f"ends at byte {start + size} but the file has {cut.stat().st_size} bytes" in problem
 
 
 def test_an_empty_search_is_one_clear_error(tiny_city: Any) -> None:

@@ -7,8 +7,8 @@ Two kinds of check, both naming the item and the asset at fault:
   the item). Planning (:func:`payesh.plan.plan_run`) applies it to every search result.
 * :func:`file_problem` — what reading finds, at read time: the bytes fail their
   ``file:checksum``, the file cannot be opened, its CRS differs from the item's, or it
-  is truncated (its last block in file order, the bottom-right one of a COG, cannot be
-  read). The loaders apply it, through :func:`usable_items`, to the items of a month.
+  is truncated (its last block in file order, the bottom-right one of a COG, is not all
+  in the file: from a local TIFF's tile table, else by reading it). The loaders apply it, through :func:`usable_items`, to the items of a month.
 
 A skipped item leaves the others of its month to be read; :func:`skipped_ids` tells
 which were left out so that the month's dataset can say so (``attrs["skipped_items"]``).
@@ -17,6 +17,7 @@ which were left out so that the month's dataset can say so (``attrs["skipped_ite
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -107,7 +108,8 @@ def file_problem(
     """Why the file behind ``item.assets[key]`` cannot be read, or ``None`` if it can.
 
     Verifies the ``file:checksum`` (when given), opens the file under GDAL options
-    ``env``, compares its CRS with the one the item declares, and reads its last block.
+    ``env``, compares its CRS with the one the item declares, and checks its last block
+    (a local TIFF: that the tile table puts it inside the file; else: read).
     A remote file that fails its checksum or cannot be opened or decoded is fetched
     again, up to ``policy.attempts`` times in all (default: the process-wide policy),
     before it is called bad: the bytes may have been damaged on the way.
@@ -190,8 +192,9 @@ def open_checked(
 
 
 def _open_file_problem(item: pystac.Item, key: str, src: Any, where: str) -> str | None:
-    """The file's CRS against the item's, and its last block read (a truncated file fails
-    there); raises what rasterio raises for a file it cannot decode."""
+    """The file's CRS against the item's, and whether its last block is all there (a
+    local TIFF: from its tile table; anything else: the block read, which fails on a
+    truncated file); raises what rasterio raises for a file it cannot decode."""
     if src.crs is None:
         return f"{where}: the file has no CRS"
     declared = declared_crs(item, key)
@@ -202,8 +205,33 @@ def _open_file_problem(item: pystac.Item, key: str, src: Any, where: str) -> str
     bh, bw = src.block_shapes[0]
     row = (src.height - 1) // bh * bh
     col = (src.width - 1) // bw * bw
-    src.read(1, window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
+    found = _last_block_end(src, row // bh, col // bw)
+    if found is None:  # not a local TIFF: its last block decoded
+        src.read(1, window=Window(col, row, min(bw, src.width - col), min(bh, src.height - row)))
+    elif found[0] > found[1]:
+        return (
+            f"{where}: cannot be read (truncated or corrupt?): its last block ends at byte "
+            f"{found[0]} but the file has {found[1]} bytes"
+        )
     return None
+
+
+def _last_block_end(src: Any, block_row: int, block_col: int) -> tuple[int, int] | None:
+    """For a local TIFF, where its block (``block_row``, ``block_col``) ends in the file
+    (the TIFF's tile table) and the file's size, in bytes; ``None`` for anything else
+    (a remote file, another format, a table GDAL does not give).
+
+    The same truncation the read of the last block finds, without decoding the block:
+    the month's read decodes it again anyway, after GDAL's cache has let it go (2.4 ms
+    a file on the 24 km bench city, 1.2 CPU-s a year at any size of city).
+    """
+    if src.driver not in ("GTiff", "COG") or not os.path.isfile(src.name):
+        return None
+    offset = src.get_tag_item(f"BLOCK_OFFSET_{block_col}_{block_row}", "TIFF", bidx=1)
+    size = src.get_tag_item(f"BLOCK_SIZE_{block_col}_{block_row}", "TIFF", bidx=1)
+    if offset is None or size is None:
+        return None
+    return int(offset) + int(size), os.path.getsize(src.name)
 
 
 def skip_bad_items(
