@@ -8,7 +8,8 @@ Two kinds of check, both naming the item and the asset at fault:
 * :func:`file_problem` — what reading finds, at read time: the bytes fail their
   ``file:checksum``, the file cannot be opened, its CRS differs from the item's, or it
   is truncated (its last block in file order, the bottom-right one of a COG, is not all
-  in the file: from a local TIFF's tile table, else by reading it). The loaders apply it, through :func:`usable_items`, to the items of a month.
+  in the file: from a local TIFF's tile table, else by reading it). The loaders apply
+  it, through :func:`usable_items`, to the items of a month.
 
 A skipped item leaves the others of its month to be read; :func:`skipped_ids` tells
 which were left out so that the month's dataset can say so (``attrs["skipped_items"]``).
@@ -229,9 +230,11 @@ def _last_block_end(src: Any, block_row: int, block_col: int) -> tuple[int, int]
         return None
     offset = src.get_tag_item(f"BLOCK_OFFSET_{block_col}_{block_row}", "TIFF", bidx=1)
     size = src.get_tag_item(f"BLOCK_SIZE_{block_col}_{block_row}", "TIFF", bidx=1)
-    if offset is None or size is None:
+    try:
+        end = int(offset) + int(size)
+    except (TypeError, ValueError):  # no such tag (not tiled as GDAL says), or not a number
         return None
-    return int(offset) + int(size), os.path.getsize(src.name)
+    return end, os.path.getsize(src.name)
 
 
 def skip_bad_items(
