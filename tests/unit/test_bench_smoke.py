@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -57,6 +59,31 @@ def test_workers_write_the_same_bytes(tmp_path: Path) -> None:
     a, b = _digest(one.root), _digest(two.root)
     assert len(a) > 20
     assert a == b
+
+
+_UNGUARDED = """
+from payesh.synthetic import DemoSpec, generate_city
+spec = DemoSpec(name="unguarded", size_km=1, start="2025-06", end="2025-06", seed=7)
+generate_city({out!r}, spec, workers=2)  # no `if __name__ == "__main__":`
+print("generated")
+"""
+
+
+def test_a_script_without_a_main_guard_fails_fast_instead_of_hanging(tmp_path: Path) -> None:
+    """Spawned workers import the script again; without the guard each dies while it
+    starts, and the process pool waited for them for ever. The probe worker says why."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED.format(out=str(tmp_path / "city")))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=150, env=env
+    )
+    assert proc.returncode != 0 and "generated" not in proc.stdout
+    assert "exited with code 1 while starting" in proc.stderr
+    assert 'inside `if __name__ == "__main__":`' in proc.stderr
+    assert time.perf_counter() - t0 < 120
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,22 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from payesh.errors import PayeshError
+
 from .scene import Scenario
 from .sensors import ViirsRenderer, render_landsat, render_s2
 from .stac import write_cog
 
-__all__ = ["S2_10M", "S2_FILES", "SceneJob", "landsat_job", "run_jobs", "s2_job", "viirs_job"]
+__all__ = [
+    "S2_10M",
+    "S2_FILES",
+    "SceneJob",
+    "check_workers_start",
+    "landsat_job",
+    "run_jobs",
+    "s2_job",
+    "viirs_job",
+]
 
 #: Earth Search asset key -> file name of a Sentinel-2 scene's COGs.
 S2_FILES: tuple[tuple[str, str], ...] = (
@@ -95,16 +106,59 @@ def _run(kind: str, index: int, folder: str, item_id: str) -> dict[str, float]:
     return _JOBS[kind](index, folder, item_id)
 
 
+#: Seconds a probe process may take to start (import the main module again) and exit.
+PROBE_TIMEOUT_S = 120.0
+
+
+def _started() -> None:
+    """A probe process's whole work: having started is the test."""
+
+
+def check_workers_start(ctx: Any, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Start one process as the pool's workers are started, and see it exit cleanly.
+
+    A spawned process imports the caller's main module again. A script that calls
+    ``generate_city(..., workers=N)`` outside ``if __name__ == "__main__":`` makes every
+    worker try to start workers of its own while it starts, and die; the
+    ``ProcessPoolExecutor`` then waits for them for ever (seen: a guard-less script hung).
+    The probe finds this first and says so.
+
+    Raises
+    ------
+    PayeshError
+        The probe exited with an error, or did not exit within ``timeout`` seconds.
+    """
+    probe = ctx.Process(target=_started, name="payesh-worker-probe")
+    probe.start()
+    probe.join(timeout)
+    if probe.is_alive():
+        probe.kill()
+        probe.join()
+        why = f"did not start and exit within {timeout:g} s"
+    elif probe.exitcode != 0:
+        why = f"exited with code {probe.exitcode} while starting"
+    else:
+        return
+    raise PayeshError(
+        f"a scene-rendering worker process {why}. Workers are spawned processes that "
+        "import the main module again: a script must call generate_city(..., workers=N) "
+        'inside `if __name__ == "__main__":` (or use workers=1); its error, if any, is '
+        "printed above"
+    )
+
+
 def run_jobs(
     sc: Scenario, jobs: Sequence[SceneJob], *, workers: int
 ) -> Iterator[tuple[SceneJob, dict[str, float]]]:
     """Run ``jobs`` on ``workers`` processes; yields ``(job, result)`` in the jobs' order.
 
     Processes are started with ``spawn`` (never ``fork``: the caller may hold threads,
-    GDAL's among them). At most ``2 × workers`` scenes are in flight, so memory stays at
-    about two scenes per worker.
+    GDAL's among them), after a probe process showed that they can start
+    (:func:`check_workers_start`). At most ``2 × workers`` scenes are in flight, so
+    memory stays at about two scenes per worker.
     """
     ctx = multiprocessing.get_context("spawn")
+    check_workers_start(ctx)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(sc,)) as pool:
         pending: list[tuple[SceneJob, Future[dict[str, Any]]]] = []
         todo = iter(jobs)
