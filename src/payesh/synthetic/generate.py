@@ -205,7 +205,8 @@ def generate_city(
     workers
         Processes that render and write scenes (``1``: this process only). The files
         are the same for any number of workers: each scene depends only on the seed and
-        its index.
+        its index. Workers are spawned and import the main module again: from a script,
+        call this inside ``if __name__ == "__main__":``.
 
     Returns
     -------
@@ -216,6 +217,9 @@ def generate_city(
     ------
     DemoSpecError
         If ``spec`` cannot be generated (bad name, months, resolution or tile size).
+    PayeshError
+        With ``workers > 1``, when a worker process cannot start (see
+        :func:`payesh.synthetic.parallel.check_workers_start`).
     """
     _validate(spec)
     if workers < 1:
