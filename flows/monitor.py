@@ -88,8 +88,14 @@ def s2_months_at_once() -> int:
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_final,
 )
-def plan_task(city: City, catalog: str, period: Period, collections: list[str] | None) -> RunPlan:
-    return plan_run(city, catalog, period, collections=collections)
+def plan_task(
+    city: City,
+    catalog: str,
+    period: Period,
+    collections: list[str] | None,
+    night_lights: str = "stac",
+) -> RunPlan:
+    return plan_run(city, catalog, period, collections=collections, night_lights=night_lights)
 
 
 @task(name="changed-months", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5.0, 30.0])
@@ -170,8 +176,13 @@ def monitor_city(
     export_dir: str | None = None,
     months_back: int | None = None,
     force: bool = False,
+    night_lights: str = "stac",
 ) -> dict[str, Any]:
     """Monitor ``city`` over months ``start``…``end`` (``YYYY-MM``) and commit its store.
+
+    ``night_lights``: ``stac`` (the catalog's ``viirs-ntl-monthly`` items) or
+    ``blackmarble`` (NASA Black Marble VNP46A3 from LAADS DAAC; needs ``EARTHDATA_TOKEN``;
+    see :func:`payesh.plan.plan_run`).
 
     Without ``start``/``end``, the period is the last ``months_back`` months ending with
     the current one (what scheduled runs use). Unless ``force``, a run whose every
@@ -183,7 +194,7 @@ def monitor_city(
     bound_native_memory()  # GDAL's cache and malloc's arenas: memory flat over the months
     the_city = load_city(city)
     period = runkeys.run_period(start, end, months_back)
-    plan = plan_task(the_city, catalog, period, collections)
+    plan = plan_task(the_city, catalog, period, collections, night_lights)
     logger.info(plan.summary())
     store_loc = pipeline.store_location(plan.city, store)
     if not force:
@@ -267,6 +278,7 @@ def backfill_city(
     step: str = "year",
     dask_address: str | None = None,
     collections: list[str] | None = None,
+    night_lights: str = "stac",
 ) -> list[dict[str, Any]]:
     """Fill ``city``'s store for ``start``…``end``, one committed run per ``step``.
 
@@ -292,6 +304,7 @@ def backfill_city(
                 store=store,
                 dask_address=dask_address,
                 collections=collections,
+                night_lights=night_lights,
             )
         )
     return results

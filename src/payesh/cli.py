@@ -28,10 +28,22 @@ __all__ = ["main"]
 
 EARTH_SEARCH = "https://earth-search.aws.element84.com/v1"
 EXPORT_FORMATS = ("cog", "netcdf", "csv", "geojson", "parquet")
+NIGHT_LIGHT_CHOICES = ("stac", "blackmarble")  # payesh.plan.NIGHT_LIGHTS (not imported at start)
 
 
 def _default_store() -> str:
     return os.environ.get("PAYESH_STORE", "data/store")
+
+
+def _add_night_lights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--night-lights",
+        choices=NIGHT_LIGHT_CHOICES,
+        default=os.environ.get("PAYESH_NIGHT_LIGHTS", "stac"),
+        help="night lights from the catalog's viirs-ntl-monthly items (stac, the default; "
+        "$PAYESH_NIGHT_LIGHTS) or NASA Black Marble VNP46A3 from LAADS DAAC (blackmarble; "
+        "needs EARTHDATA_TOKEN; Earth Search and Planetary Computer hold no night lights)",
+    )
 
 
 def _last_year() -> tuple[str, str]:
@@ -88,6 +100,7 @@ def _run(
     collections: list[str] | None,
     export_dir: str | None,
     force: bool = False,
+    night_lights: str = "stac",
 ) -> dict[str, object]:
     from payesh.city import load_city
     from payesh.period import Period
@@ -98,7 +111,13 @@ def _run(
     # are loaded: a broken permits or consumption file is found in seconds.
     the_city = load_city(city)
     _check_records(the_city)
-    plan = plan_run(the_city, catalog, Period.parse(start, end), collections=collections)
+    plan = plan_run(
+        the_city,
+        catalog,
+        Period.parse(start, end),
+        collections=collections,
+        night_lights=night_lights,
+    )
     print(plan.summary())
 
     # Without a Prefect server configured, Prefect starts a temporary one; its first start
@@ -119,6 +138,7 @@ def _run(
             collections=collections,
             export_dir=export_dir,
             force=force,
+            night_lights=night_lights,
         )
 
 
@@ -152,6 +172,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         collections=args.collections.split(",") if args.collections else None,
         export_dir=args.export_dir,
         force=args.force,
+        night_lights=args.night_lights,
     )
     if result.get("status") == "nothing new":
         print(f"nothing new: {result['store']} already holds this run ({result['snapshot']})")
@@ -184,6 +205,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
             step=args.step,
             dask_address=args.dask or os.environ.get("PAYESH_DASK_ADDRESS"),
             collections=args.collections.split(",") if args.collections else None,
+            night_lights=args.night_lights,
         )
     for result in results:
         if result.get("status") == "nothing new":
@@ -460,6 +482,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
     r.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
     r.add_argument("--export-dir", help="also export tiles CSV and sites GeoJSON here")
+    _add_night_lights(r)
     r.add_argument(
         "--force",
         action="store_true",
@@ -489,6 +512,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--store", default=_default_store(), help=store_help)
     b.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
     b.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
+    _add_night_lights(b)
     b.set_defaults(func=_cmd_backfill)
 
     e = sub.add_parser("export", help="export a layer from a city's store")

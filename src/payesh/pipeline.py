@@ -330,6 +330,8 @@ def compute_indicators(
         "city": city.name,
         "period": str(plan.period),
         "catalog": plan.catalog,
+        # where "viirs" came from: the catalog, or Black Marble files (item id = file name)
+        "night_lights": _night_lights_source(plan),
         "code_version": payesh.__version__,
         "model_versions": json.dumps(models),
         "electricity_model": json.dumps(model_card, default=str),
@@ -342,6 +344,14 @@ def compute_indicators(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return Indicators(groups=groups, sites=sites, provenance=provenance)
+
+
+def _night_lights_source(plan: RunPlan) -> str:
+    if plan.night_lights != "blackmarble":
+        return f"{plan.night_lights}: {plan.catalog}"
+    hrefs = [i.assets["radiance"].href for i in plan.items.get("viirs", [])]
+    folder = hrefs[0].rsplit("/", 4)[0] if hrefs else ""
+    return f"blackmarble: NASA Black Marble VNP46A3 (LAADS DAAC) {folder}".rstrip()
 
 
 def _all_skipped(plan: RunPlan, monthly: MonthlyData) -> dict[str, list[str]]:

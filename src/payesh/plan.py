@@ -24,7 +24,12 @@ from payesh.sources.profiles import PRODUCTS, product_for_collection
 from payesh.sources.stac import open_catalog
 from payesh.sources.validate import skip_bad_items, skipped_ids
 
-__all__ = ["RunPlan", "native_origin", "plan_run"]
+__all__ = ["NIGHT_LIGHTS", "RunPlan", "native_origin", "plan_run"]
+
+#: Where a run's night lights come from: the STAC catalog's ``viirs-ntl-monthly`` items,
+#: or NASA Black Marble VNP46A3 monthly tiles from LAADS DAAC (Earth Search and Planetary
+#: Computer hold no night lights).
+NIGHT_LIGHTS = ("stac", "blackmarble")
 
 
 def native_origin(item: pystac.Item, asset_key: str) -> tuple[float, float]:
@@ -71,6 +76,7 @@ class RunPlan:
     catalog: str
     items: dict[str, list[pystac.Item]]
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    night_lights: str = "stac"
 
     def month_items(self, product: str, month: pd.Timestamp) -> list[pystac.Item]:
         """Items of ``product`` acquired during ``month``."""
@@ -105,7 +111,8 @@ class RunPlan:
         parts = []
         for k, v in self.items.items():
             bad = len(self.skipped.get(k, []))
-            parts.append(f"{k}: {len(v)} items" + (f" ({bad} skipped)" if bad else ""))
+            source = " (Black Marble)" if k == "viirs" and self.night_lights != "stac" else ""
+            parts.append(f"{k}: {len(v)} items{source}" + (f" ({bad} skipped)" if bad else ""))
         return f"{self.city.name} {self.period} from {self.catalog} — " + ", ".join(parts)
 
 
@@ -115,6 +122,7 @@ def plan_run(
     period: Period,
     *,
     collections: Sequence[str] | None = None,
+    night_lights: str = "stac",
 ) -> RunPlan:
     """Search ``catalog`` for every product payesh reads over ``city`` during ``period``.
 
@@ -128,13 +136,24 @@ def plan_run(
         Months to monitor.
     collections
         Restrict to these collection ids (each must be one payesh reads).
+    night_lights
+        ``stac`` (the catalog's ``viirs-ntl-monthly``) or ``blackmarble``: NASA Black
+        Marble VNP46A3 tiles over the city, listed on LAADS DAAC (``PAYESH_LAADS_URL``,
+        default the real archive) with the Earthdata token in ``EARTHDATA_TOKEN``; each
+        file becomes an item (id: the file name, which carries its production time).
+        Months LAADS has not published are left out with a ``MissingDataWarning``.
 
     Raises
     ------
     SourceError
-        Catalog missing or unreadable, an unknown collection, or no item of any product
-        over the city (a product without items is left out with a ``MissingDataWarning``).
+        Catalog missing or unreadable, an unknown collection, no item of any product
+        over the city (a product without items is left out with a ``MissingDataWarning``),
+        an unknown ``night_lights``, or Black Marble wanted without a token.
     """
+    if night_lights not in NIGHT_LIGHTS:
+        raise SourceError(
+            f"night lights {night_lights!r}: not a source payesh reads ({', '.join(NIGHT_LIGHTS)})"
+        )
     cat = open_catalog(catalog)
     available = cat.collections()
     wanted = list(collections) if collections is not None else None
@@ -151,6 +170,13 @@ def plan_run(
     missing: list[str] = []
     skipped: dict[str, list[str]] = {}
     for product in PRODUCTS.values():
+        if product.key == "viirs" and night_lights == "blackmarble":
+            found = _blackmarble_items(city, period)
+            if found:
+                items[product.key] = found
+            else:
+                missing.append("Black Marble VNP46A3")
+            continue
         cols = [c for c in product.collections if c in available]
         if wanted is not None:
             cols = [c for c in cols if c in wanted]
@@ -182,7 +208,38 @@ def plan_run(
             MissingDataWarning,
             stacklevel=2,
         )
-    return RunPlan(city=city, period=period, catalog=cat.location, items=items, skipped=skipped)
+    return RunPlan(
+        city=city,
+        period=period,
+        catalog=cat.location,
+        items=items,
+        skipped=skipped,
+        night_lights=night_lights,
+    )
+
+
+def _blackmarble_items(city: City, period: Period) -> list[pystac.Item]:
+    """Black Marble VNP46A3 files over ``city`` for ``period``, listed on LAADS DAAC;
+    months or tiles not there are warned about (``MissingDataWarning``)."""
+    from payesh.sources import blackmarble
+    from payesh.sources.http import current_policy
+
+    base = blackmarble.laads_url()
+    found, missing = blackmarble.search_granules(
+        city.bbox,
+        list(period.months),
+        token=blackmarble.earthdata_token(),
+        base=base,
+        policy=current_policy(),
+    )
+    if missing and found:
+        warnings.warn(
+            f"Black Marble VNP46A3 over {city.name}: nothing on {base} for {', '.join(missing)}; "
+            f"the night-light indicators of those months are missing",
+            MissingDataWarning,
+            stacklevel=3,
+        )
+    return found
 
 
 def months_with_data(plan: RunPlan, product: str) -> np.ndarray:

@@ -11,6 +11,10 @@
 * :func:`start_rustac` — ``rustac serve`` (a real STAC API, in-memory backend) loaded with
   collection files and one ``FeatureCollection`` of items; it is ready when its landing
   page answers.
+* :class:`LaadsServer` — NASA LAADS DAAC's archive as payesh talks to it: folder
+  listings (``<folder>.json``) and files, only with ``Authorization: Bearer <token>``;
+  can answer given statuses first (:attr:`LaadsServer.fail_next`) or serve a file's bytes
+  zeroed in part or cut short (:attr:`LaadsServer.corrupt`).
 * :func:`write_api_items` — turns a static catalog into the files ``rustac serve`` loads,
   asset hrefs rewritten to URLs on an asset server and ``file:checksum`` added.
 
@@ -516,3 +520,84 @@ def flip_one_tile_byte(src: Path, dst: Path) -> None:
         byte = f.read(1)
         f.seek(offset + size // 2)
         f.write(bytes([byte[0] ^ 0x01]))
+
+
+class LaadsServer(ThreadingHTTPServer):
+    """LAADS DAAC's archive served from ``root`` on loopback (see the module's index)."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path, token: str) -> None:
+        super().__init__(("127.0.0.1", 0), _LaadsHandler)
+        self.root = root
+        self.token = token
+        self.seen: list[tuple[str, str | None]] = []
+        self.fail_next: list[int] = []  # statuses to answer, one per request, before serving
+        #: file name -> "zero" (served with 4 kB of its middle zeroed) or "cut" (first half)
+        self.corrupt: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _LaadsHandler(BaseHTTPRequestHandler):
+    server: LaadsServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        with self.server.lock:
+            self.server.seen.append((self.path, auth))
+            fail = self.server.fail_next.pop(0) if self.server.fail_next else None
+        kind = "application/json"
+        if fail is not None:
+            body, status = b'{"error": "injected"}', fail
+        elif auth != f"Bearer {self.server.token}":
+            body, status = b'{"error": "unauthorized"}', 401
+        elif self.path.endswith(".json"):
+            folder = self.server.root / self.path.lstrip("/").removesuffix(".json")
+            if folder.is_dir():
+                content = [
+                    {"name": p.name, "size": p.stat().st_size, "md5sum": _md5_hex(p)}
+                    for p in folder.iterdir()
+                ]
+                body, status = json.dumps({"content": content}).encode(), 200
+            else:
+                body, status = b'{"error": "not found"}', 404
+        else:
+            file = self.server.root / self.path.lstrip("/")
+            body, status = (file.read_bytes(), 200) if file.is_file() else (b"", 404)
+            how = self.server.corrupt.get(file.name) if status == 200 else None
+            mid = len(body) // 2
+            if how == "zero":
+                body = body[:mid] + bytes(4096) + body[mid + 4096 :]
+            elif how == "cut":
+                body = body[:mid]
+            kind = "application/x-hdf5"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _md5_hex(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+@contextmanager
+def serve_laads(root: Path, token: str) -> Iterator[LaadsServer]:
+    """A :class:`LaadsServer` on a thread for the block."""
+    server = LaadsServer(root, token)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,11 +15,14 @@ import yaml
 pytestmark = pytest.mark.integration
 
 
-def payesh(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def payesh(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("payesh")
     return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
-    )
+        [str(exe), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+        check=False,
+    )  # fmt: skip
 
 
 def assert_one_clear_line(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -112,6 +116,15 @@ def test_bad_input_is_one_line_and_store_untouched(
         ),
         "2025-13",
     )
+    # Black Marble night lights without an Earthdata token: said before anything is read
+    no_token = {k: v for k, v in os.environ.items() if k != "EARTHDATA_TOKEN"}
+    assert_one_clear_line(
+        payesh(
+            "run", str(gen.manifest), "--catalog", str(gen.catalog), "--night-lights",
+            "blackmarble", *common, env=no_token,
+        ),
+        "EARTHDATA_TOKEN is not set",
+    )  # fmt: skip
     assert _snapshot(copied_store) == before
 
 

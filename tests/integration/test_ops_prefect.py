@@ -129,6 +129,7 @@ def test_scheduled_deployment_run_by_the_worker_writes_the_store_payesh_run_writ
                 "store": str(store),
                 "start": TINY_START,
                 "end": TINY_END,
+                "night_lights": "stac",  # the tiny city's catalog has its VIIRS months
             }
             with temporary_settings(updates={PREFECT_API_URL: api}):
                 with get_client(sync_client=True) as client:

@@ -119,6 +119,8 @@ def test_monitor_deployments_target_real_cities(deployments: list[dict[str, Any]
         assert load_city(city).name == city
         assert dep["name"].endswith(f"-{city}")
         assert params["catalog"] == EARTH_SEARCH
+        # Earth Search holds no night lights: they come from NASA Black Marble
+        assert params["night_lights"] == "blackmarble"
         assert params["store"]
 
 
