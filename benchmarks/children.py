@@ -117,6 +117,7 @@ def payesh_flow(
     # as `payesh run` does: no Dask address, so the flow computes on Dask's threaded
     # scheduler; its pool and payesh's own pools take their size from PAYESH_THREADS
     os.environ["PAYESH_THREADS"] = str(threads)
+    os.environ["PAYESH_MONTH_CACHE"] = "off"  # a cold run: every month computed
     bound_native_memory()  # as `payesh run` does first: before any thread starts
     # A deployment's runs find their Prefect server up; here the first flow run would
     # start a temporary one (~10 s). It is started before the clock and timed apart.

@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("end")
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ["PAYESH_MONTH_CACHE"] = "off"  # a cold run: every month computed
 
     from flows.monitor import monitor_city
 

@@ -107,6 +107,8 @@ def spawn(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str,
         "OPENBLAS_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "GDAL_NUM_THREADS": str(threads),
+        # every run computes its months: none are taken from an earlier run's (monthcache)
+        "PAYESH_MONTH_CACHE": "off",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     cpus = _cpus(threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from payesh import pipeline, runkeys, staging
+from payesh import monthcache, pipeline, runkeys, staging
 from payesh.city import City, load_city
 from payesh.errors import PayeshError
 from payesh.grid import aligned_geobox
@@ -112,8 +113,17 @@ def changed_months_task(plan: RunPlan, store: str) -> dict[str, list[str]]:
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_final,
 )
-def s2_month_task(plan: RunPlan, month: pd.Timestamp, stage: str | None = None) -> xr.Dataset:
-    return pipeline.make_s2_month(plan, month, stage=stage)
+def s2_month_task(
+    plan: RunPlan,
+    month: pd.Timestamp,
+    stage: str | None = None,
+    cache: str | None = None,
+    reuse: bool = True,
+) -> xr.Dataset:
+    def make() -> xr.Dataset:  # staged in the cache when there is one, else in the run's
+        return pipeline.make_s2_month(plan, month, stage=None if cache else stage)
+
+    return pipeline.kept_month(plan, "s2", month, make, cache=_path(cache), reuse=reuse)
 
 
 @task(
@@ -124,9 +134,14 @@ def s2_month_task(plan: RunPlan, month: pd.Timestamp, stage: str | None = None) 
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_final,
 )
-def landsat_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
-    gbox = aligned_geobox(plan.city, LANDSAT_RESOLUTION_M)
-    return landsat_month(plan.month_items("landsat", month), gbox, month).compute()
+def landsat_month_task(
+    plan: RunPlan, month: pd.Timestamp, cache: str | None = None, reuse: bool = True
+) -> xr.Dataset:
+    def make() -> xr.Dataset:
+        gbox = aligned_geobox(plan.city, LANDSAT_RESOLUTION_M)
+        return landsat_month(plan.month_items("landsat", month), gbox, month).compute()
+
+    return pipeline.kept_month(plan, "landsat", month, make, cache=_path(cache), reuse=reuse)
 
 
 @task(
@@ -137,8 +152,17 @@ def landsat_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_unless_final,
 )
-def viirs_month_task(plan: RunPlan, month: pd.Timestamp) -> xr.Dataset:
-    return viirs_month(plan.month_items("viirs", month), plan.ntl_grid(), month).compute()
+def viirs_month_task(
+    plan: RunPlan, month: pd.Timestamp, cache: str | None = None, reuse: bool = True
+) -> xr.Dataset:
+    def make() -> xr.Dataset:
+        return viirs_month(plan.month_items("viirs", month), plan.ntl_grid(), month).compute()
+
+    return pipeline.kept_month(plan, "viirs", month, make, cache=_path(cache), reuse=reuse)
+
+
+def _path(cache: str | None) -> Path | None:
+    return Path(cache) if cache else None
 
 
 @task(name="indicators", cache_policy=NO_CACHE)
@@ -217,6 +241,10 @@ def monitor_city(
             }
         logger.info("to compute: %s", "; ".join(f"{k} {', '.join(v)}" for k, v in changed.items()))
     months = list(plan.months)
+    # Months whose inputs a run already made are opened from the month cache
+    # (payesh.monthcache; $PAYESH_MONTH_CACHE), unless forced; every month made is kept.
+    kept = monthcache.cache_dir()
+    month_params = {"cache": str(kept) if kept else None, "reuse": not force}
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
     # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
     # months (small) are made one at a time alongside them, not after them.
@@ -227,23 +255,34 @@ def monitor_city(
             ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,
         ):
             futures = {
-                key: [side.submit(task, {"plan": plan, "month": m}) for m in months]
+                key: [side.submit(task, {"plan": plan, "month": m, **month_params}) for m in months]
                 for key, task in (("landsat", landsat_month_task), ("viirs", viirs_month_task))
                 if key in plan.items
             }
             if "s2" in plan.items:
-                params = {"plan": plan, "stage": str(stage)}
+                params = {"plan": plan, "stage": str(stage), **month_params}
                 futures = {
                     "s2": [s2.submit(s2_month_task, {**params, "month": m}) for m in months],
                     **futures,
                 }
             monthly: dict[str, list[xr.Dataset]] = {}
+            used: dict[str, list[str]] = {}
             for key, pending in futures.items():
                 monthly[key] = []
                 for i, future in enumerate(pending):
-                    monthly[key].append(future.result())
+                    ds = future.result()
+                    if pipeline.CACHE_ATTR in ds.attrs:
+                        used.setdefault(key, []).append(ds.attrs.pop(pipeline.CACHE_ATTR))
+                    monthly[key].append(ds)
                     report(f"{key}: load, mask, composite", i + 1, len(months))
         release_native_memory()
+        from_cache = {k: sum(u.endswith(":hit") for u in v) for k, v in used.items()}
+        if kept:
+            logger.info(
+                "months from the cache (%s): %s",
+                kept,
+                ", ".join(f"{k} {n} of {len(used[k])}" for k, n in from_cache.items()),
+            )
         data = pipeline.MonthlyData.from_lists(monthly)
         # the staged months are on this machine: read by this process's threads. The
         # pixels' months are written into the run (nothing visible before its commit)
@@ -258,6 +297,9 @@ def monitor_city(
                 snapshot = commit_task(plan, result, run)
             logger.info("committed snapshot %s", snapshot)
             exports = export_task(plan, result, export_dir) if export_dir else {}
+        if kept:  # what this run did not use, and no run used for a day
+            keys = [u.split(":")[0] for v in used.values() for u in v]
+            monthcache.prune(kept, plan.city, keys)
     return {
         "status": "committed",
         "period": str(period),
@@ -265,6 +307,7 @@ def monitor_city(
         "store": store_loc,
         "exports": exports,
         "summary": result.summary(),
+        "months_from_cache": from_cache,
     }
 
 

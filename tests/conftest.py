@@ -25,6 +25,9 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Runs in tests compute every month (a kept month would skip the reads that the fault and
+# bad-input tests exercise); tests/integration/test_month_cache.py turns the cache on.
+os.environ["PAYESH_MONTH_CACHE"] = "off"
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_START, TINY_END = "2025-01", "2025-08"

@@ -487,7 +487,8 @@ def _parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="recompute and commit even when every product-month was already committed "
-        "from the same inputs (by default such a run ends 'nothing new')",
+        "from the same inputs (by default such a run ends 'nothing new'); every month is "
+        "made again, none taken from the month cache ($PAYESH_MONTH_CACHE)",
     )
     r.set_defaults(func=_cmd_run)
 

@@ -94,6 +94,7 @@ class MonthlyData:
             ds = xr.concat(parts, dim="time", combine_attrs="drop_conflicts")
             ds.attrs.pop("source_items", None)
             ds.attrs.pop("skipped_items", None)
+            ds.attrs.pop(CACHE_ATTR, None)
             joined[key] = ds
         if all(v is None for v in joined.values()):
             raise PayeshError("a run needs the monthly data of at least one product")
@@ -212,6 +213,47 @@ def make_s2_month(
     if stage is None:
         return layers
     return stage_s2_month(plan, layers, stage)
+
+
+#: Attribute a month made by :func:`kept_month` carries for the run: ``key:hit|made``.
+CACHE_ATTR = "payesh_month_cache"
+
+
+def kept_month(
+    plan: RunPlan,
+    product: str,
+    month: pd.Timestamp,
+    make: Callable[[], xr.Dataset],
+    *,
+    cache: Path | None,
+    reuse: bool = True,
+) -> xr.Dataset:
+    """``product``'s ``month`` from the month cache (:mod:`payesh.monthcache`) when a
+    month of the same key is kept there (and ``reuse``), else ``make()``, kept for the
+    next run. Without ``cache``, ``make()``. Sentinel-2 months come back lazily, as
+    staged; Landsat and night-light months in memory. ``attrs[CACHE_ATTR]`` says which
+    (``<key>:hit`` or ``<key>:made``) for the run to count and to prune by."""
+    if cache is None:
+        return make()
+    from payesh import monthcache
+
+    key = monthcache.month_key(
+        product,
+        month,
+        city=plan.city,
+        item_ids=plan.item_ids(product, month),
+        model_version=runkeys.model_fingerprint() if product == "s2" else "",
+    )
+    kept = monthcache.get(cache, plan.city, product, month, key) if reuse else None
+    how = "hit"
+    if kept is None:
+        how = "made"
+        tile_px = tile_grid(plan.city).tile_pixels
+        kept = monthcache.put(cache, plan.city, product, month, key, make(), tile_pixels=tile_px)
+    if product != "s2":
+        kept = kept.load()
+    kept.attrs[CACHE_ATTR] = f"{key}:{how}"
+    return kept
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:
