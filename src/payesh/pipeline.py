@@ -12,6 +12,7 @@ test, without Prefect:
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -230,8 +231,9 @@ def kept_month(
 ) -> xr.Dataset:
     """``product``'s ``month`` from the month cache (:mod:`payesh.monthcache`) when a
     month of the same key is kept there (and ``reuse``), else ``make()``, kept for the
-    next run. Without ``cache``, ``make()``. Sentinel-2 months come back lazily, as
-    staged; Landsat and night-light months in memory. ``attrs[CACHE_ATTR]`` says which
+    next run — unless an item of it was skipped as unreadable: that month is made again
+    by every run until it reads whole. Without ``cache``, ``make()``. Sentinel-2 months
+    come back lazily, as staged; Landsat and night-light months in memory. ``attrs[CACHE_ATTR]`` says which
     (``<key>:hit`` or ``<key>:made``) for the run to count and to prune by."""
     if cache is None:
         return make()
@@ -248,8 +250,14 @@ def kept_month(
     how = "hit"
     if kept is None:
         how = "made"
+        made = make()
+        if made.attrs.get("skipped_items"):
+            # an item of the month could not be read: the month is made again by the next
+            # run (the provider may fix the file under the same id), so it is kept only
+            # for this run, under a name no run looks up
+            key = f"{key}.{uuid.uuid4().hex[:8]}"
         tile_px = tile_grid(plan.city).tile_pixels
-        kept = monthcache.put(cache, plan.city, product, month, key, make(), tile_pixels=tile_px)
+        kept = monthcache.put(cache, plan.city, product, month, key, made, tile_pixels=tile_px)
     if product != "s2":
         kept = kept.load()
     kept.attrs[CACHE_ATTR] = f"{key}:{how}"

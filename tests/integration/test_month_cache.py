@@ -116,3 +116,37 @@ def test_a_run_makes_only_the_months_that_changed_and_stores_the_same(
     monkeypatch.setenv(monthcache.CACHE_ENV, str(cache))
     forced = _run(monitor_city, tiny_city, catalog, tmp_path / "d", force=True)
     assert forced["months_from_cache"] == {"s2": 0, "landsat": 0, "viirs": 0}
+
+
+def test_a_month_with_an_unreadable_item_is_made_again_by_the_next_run(
+    tiny_city: Any, tmp_path: Path
+) -> None:
+    from payesh import pipeline
+
+    city = load_city(tiny_city.manifest)
+    plan = plan_run(city, str(tiny_city.catalog), Period.parse(START, END))
+    june = pd.Timestamp("2025-06-01")
+    made: list[str] = []
+
+    def make(skipped: list[str]) -> xr.Dataset:
+        made.append("x")
+        ds = xr.Dataset(
+            {"radiance": (("time", "y", "x"), np.ones((1, 4, 5), "float32"))},
+            coords={"time": [june], "y": np.arange(4.0), "x": np.arange(5.0)},
+            attrs={"source_items": ["a"], "skipped_items": skipped},
+        )
+        return ds
+
+    def once(skipped: list[str]) -> xr.Dataset:
+        return pipeline.kept_month(plan, "viirs", june, lambda: make(skipped), cache=tmp_path)
+
+    first = once(["bad-item"])
+    assert first.attrs[pipeline.CACHE_ATTR].endswith(":made") and len(made) == 1
+    again = once([])  # the next run reads it again; this time it is whole, and kept
+    assert again.attrs[pipeline.CACHE_ATTR].endswith(":made") and len(made) == 2
+    third = once([])
+    assert third.attrs[pipeline.CACHE_ATTR].endswith(":hit") and len(made) == 2
+    xr.testing.assert_identical(third.drop_attrs(), again.drop_attrs())
+    # the unreadable month's folder is this run's only: pruned with the rest later
+    names = sorted(p.name for p in (tmp_path / city.name).iterdir())
+    assert len(names) == 2 and sum(n.count(".") == 2 for n in names) == 1
