@@ -244,6 +244,8 @@ def monitor_city(
     # Months whose inputs a run already made are opened from the month cache
     # (payesh.monthcache; $PAYESH_MONTH_CACHE), unless forced; every month made is kept.
     kept = monthcache.cache_dir()
+    if kept is not None:
+        monthcache.writable(kept)  # before any month is read: one clear error
     month_params = {"cache": str(kept) if kept else None, "reuse": not force}
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
     # back block by block by the indicators, the commit and the exports. Landsat and VIIRS

@@ -119,6 +119,10 @@ def _run(
         night_lights=night_lights,
     )
     print(plan.summary())
+    from payesh import monthcache
+
+    if (kept := monthcache.cache_dir()) is not None:
+        monthcache.writable(kept)
 
     # Without a Prefect server configured, Prefect starts a temporary one; its first start
     # migrates a fresh SQLite database, which can take longer than Prefect's 20 s default.

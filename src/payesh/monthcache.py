@@ -57,6 +57,7 @@ __all__ = [
     "prune",
     "put",
     "source_fingerprint",
+    "writable",
 ]
 
 CACHE_ENV = "PAYESH_MONTH_CACHE"
@@ -77,6 +78,27 @@ def cache_dir(environ: Any = None) -> Path | None:
     if value.lower() in OFF:
         return None
     return Path(value or DEFAULT_DIR)
+
+
+def writable(root: Path) -> Path:
+    """``root``, made if missing, once a file could be written there.
+
+    Raises
+    ------
+    PayeshError
+        It cannot be made or written to: the message names it and ``PAYESH_MONTH_CACHE``.
+    """
+    probe = root / f".probe-{uuid.uuid4().hex}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PayeshError(
+            f"month cache {root}: cannot write there ({err.strerror or err}); set "
+            f"{CACHE_ENV} to a writable local folder, or to 'off'"
+        ) from err
+    return root
 
 
 @lru_cache(maxsize=1)

@@ -125,6 +125,16 @@ def test_bad_input_is_one_line_and_store_untouched(
         ),
         "EARTHDATA_TOKEN is not set",
     )  # fmt: skip
+    # a month cache that cannot be written
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    assert_one_clear_line(
+        payesh(
+            "run", str(gen.manifest), "--catalog", str(gen.catalog), *common,
+            env={**os.environ, "PAYESH_MONTH_CACHE": str(blocker / "months")},
+        ),
+        "month cache", "PAYESH_MONTH_CACHE",
+    )  # fmt: skip
     assert _snapshot(copied_store) == before
 
 

@@ -14,6 +14,7 @@ import xarray as xr
 
 from payesh import monthcache
 from payesh.city import City
+from payesh.errors import PayeshError
 
 CITY = City(
     name="kept", title="t", bbox=(44.93, 38.53, 44.99, 38.57), crs="EPSG:32638",
@@ -121,3 +122,11 @@ def test_a_month_kept_under_a_key_stays_while_others_read_it(tmp_path: Path) -> 
                           tile_pixels=10)  # fmt: skip
     assert float(kept["lst"].max()) == pytest.approx(3.0)
     assert not [p for p in (tmp_path / "kept").iterdir() if p.name.startswith("tmp-")]
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said_at_once(tmp_path: Path) -> None:
+    assert monthcache.writable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PayeshError, match=r"month cache .*file.*PAYESH_MONTH_CACHE.*'off'"):
+        monthcache.writable(blocker / "months")

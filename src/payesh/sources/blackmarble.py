@@ -31,6 +31,7 @@ import json
 import math
 import os
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -67,6 +68,7 @@ __all__ = [
     "items_month",
     "laads_directory_url",
     "laads_url",
+    "mosaic",
     "read_tile",
     "search_granules",
     "tile_geobox",
@@ -250,14 +252,21 @@ def blackmarble_month(
         :func:`search_granules`' items), ``gap_filled_pixels`` (how many kept values were
         gap-filled).
     """
+    return mosaic([(Path(p).name.removesuffix(".h5"), read_tile(p)) for p in paths], geobox, month)
+
+
+def mosaic(
+    tiles: Sequence[tuple[str, xr.Dataset]], geobox: GeoBox, month: pd.Timestamp
+) -> xr.Dataset:
+    """Tiles read by :func:`read_tile`, each with its id, placed on ``geobox`` (the
+    first tile to give a pixel a value wins); as :func:`blackmarble_month`."""
     ny, nx = geobox.shape
     radiance = np.full((ny, nx), np.nan, dtype="float32")
     count = np.zeros((ny, nx), dtype="uint16")
     gap = np.zeros((ny, nx), dtype=bool)
     t = geobox.affine
     used = []
-    for path in paths:
-        tile = read_tile(path)
+    for name, tile in tiles:
         ta = tile.odc.geobox.affine
         col0 = _offset(t.c, ta.c)
         row0 = _offset(ta.f, t.f)
@@ -273,7 +282,7 @@ def blackmarble_month(
         radiance[dst] = np.where(fresh, value, radiance[dst])
         count[dst] = np.where(fresh, tile["cf_cvg"].values[src], count[dst])
         gap[dst] |= fresh & tile["gap_filled"].values[src]
-        used.append(Path(path).name.removesuffix(".h5"))
+        used.append(name)
     template = xr_zeros(geobox, dtype="float32")
     out = xr.Dataset(
         {"radiance": template.copy(data=radiance), "cf_cvg": template.copy(data=count)}
@@ -548,7 +557,7 @@ def fetch(
     if out.is_file() and _intact(out, size, md5) is None:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
+    part = out.with_name(f"{out.name}.{uuid.uuid4().hex[:8]}.part")  # runs side by side
     why = None
     for _ in range(2):
         resp = _get(url, token, policy, stream=True)
@@ -621,11 +630,11 @@ def items_month(
         A download fails or a file stays unreadable.
     """
     dest = cache_dir() if dest is None else Path(dest)
-    paths = []
+    tiles = []
     for item in items:
         path = fetch_item(item, dest, token=token, policy=policy)
         try:
-            read_tile(path)
+            tile = read_tile(path)
         except SourceError as err:
             href = item.assets["radiance"].href
             if "://" not in href or href.startswith("file://"):
@@ -634,15 +643,15 @@ def items_month(
             path.unlink(missing_ok=True)
             path = fetch_item(item, dest, token=token, policy=policy)
             try:
-                read_tile(path)
+                tile = read_tile(path)
             except SourceError as again:
                 path.unlink(missing_ok=True)
                 raise SourceError(
                     f"Black Marble item {item.id!r} ({href}): downloaded twice, unreadable "
                     f"both times: {again}"
                 ) from again
-        paths.append(path)
-    return blackmarble_month(paths, geobox, month)
+        tiles.append((item.id, tile))
+    return mosaic(tiles, geobox, month)
 
 
 def download_tile(
