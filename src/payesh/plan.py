@@ -20,6 +20,7 @@ from payesh.city import City
 from payesh.errors import MissingDataWarning, SourceError
 from payesh.grid import grid_origin, ntl_geobox
 from payesh.period import Period
+from payesh.sources.aws import check_credentials
 from payesh.sources.profiles import PRODUCTS, product_for_collection
 from payesh.sources.stac import open_catalog
 from payesh.sources.validate import skip_bad_items, skipped_ids
@@ -189,6 +190,8 @@ def plan_run(
         if len(good) < len(found):
             skipped[product.key] = skipped_ids(found, [i.id for i in good])
         found = good
+        keys = {k for candidates in product.bands.values() for k in candidates}
+        check_credentials(found, keys, what=product.key)  # before anything is read
         if found:
             items[product.key] = found
         else:

@@ -7,7 +7,9 @@
   be told to misbehave: answer a status (503, 429 with ``Retry-After``), stall, drop the
   connection, cut a body short, or flip one bit of a COG's tile bytes in its body — for
   the next N requests, forever, or at a seeded rate drawing from one fault or a mix of
-  them (:func:`fault_mix`). Every request is logged (:attr:`FaultyServer.hits`).
+  them (:func:`fault_mix`). Every request is logged (:attr:`FaultyServer.hits`). It can
+  also refuse (403) requests without given headers (:attr:`FaultyServer.required_headers`:
+  S3's requester-pays buckets).
 * :func:`start_rustac` — ``rustac serve`` (a real STAC API, in-memory backend) loaded with
   collection files and one ``FeatureCollection`` of items; it is ready when its landing
   page answers.
@@ -172,6 +174,17 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             body = self.rfile.read(length)
+        missing = [k for k, v in self.server.required_headers.items() if self.headers.get(k) != v]
+        if missing:
+            self.server.log(self, 403)
+            denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(denied)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(denied)
+            return
         fault = self.server.faults.draw()
         if fault is not None and fault.kind not in ("truncate", "bitflip"):
             self._fault(fault)
@@ -361,6 +374,9 @@ class FaultyServer(ThreadingHTTPServer):
         self.hits: list[Hit] = []
         self._hits_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        #: header -> value every request must carry, else 403 AccessDenied, as S3 answers
+        #: a requester-pays bucket's reader who does not say ``x-amz-request-payer``
+        self.required_headers: dict[str, str] = {}
 
     @property
     def port(self) -> int:

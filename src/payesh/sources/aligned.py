@@ -666,6 +666,7 @@ def s2_month_aligned(
     thread pool), and scale/offset are taken per item exactly as it takes them.
     """
     from payesh.sources import load
+    from payesh.sources.aws import read_options
     from payesh.sources.profiles import S2
     from payesh.sources.signing import sign_items
     from payesh.sources.validate import file_problem, skip_bad_items
@@ -676,6 +677,7 @@ def s2_month_aligned(
     hrefs = [ready[0].assets[k].href for k in keys.values()] if ready else []
     remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
     env = load.gdal_remote_env() if remote else dict(load.GDAL_LOCAL)
+    env |= read_options(ready, keys.values())  # requester-pays buckets
     n = threads or default_threads()
 
     def problem(item: pystac.Item) -> str | None:
