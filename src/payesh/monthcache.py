@@ -35,8 +35,6 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ import xarray as xr
 
 from payesh.city import City
 from payesh.errors import PayeshError
+from payesh.runkeys import code_fingerprint, source_fingerprint
 from payesh.staging import block_pixels, open_staged, stage_dataset
 
 __all__ = [
@@ -63,8 +62,6 @@ __all__ = [
 CACHE_ENV = "PAYESH_MONTH_CACHE"
 DEFAULT_DIR = "data/cache/months"
 OFF = ("off", "0", "false", "no")
-#: Libraries whose versions can change a month's numbers (decoding, resampling, medians).
-LIBRARIES = ("numpy", "numba", "rasterio", "odc-stac", "odc-geo", "xarray", "pandas", "h5py")
 #: A month no run used for this long is deleted by :func:`prune` (unless in use now).
 KEEP_UNUSED_S = 24 * 3600.0
 _SUFFIX = ".stage"
@@ -99,29 +96,6 @@ def writable(root: Path) -> Path:
             f"{CACHE_ENV} to a writable local folder, or to 'off'"
         ) from err
     return root
-
-
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """sha256 of every payesh module's source and of :data:`LIBRARIES`' versions."""
-    return source_fingerprint(Path(__file__).resolve().parent)
-
-
-def source_fingerprint(root: Path) -> str:
-    """sha256 of the ``.py`` files under ``root`` and of :data:`LIBRARIES`' versions."""
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    for lib in LIBRARIES:
-        try:
-            version = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            version = "-"
-        digest.update(f"{lib}={version}\0".encode())
-    import rasterio
-
-    digest.update(f"gdal={rasterio.__gdal_version__}".encode())
-    return digest.hexdigest()
 
 
 def _city_text(city: City) -> str:

@@ -5,6 +5,11 @@ A *run key* names the inputs of one product-month of a run:
     sha256(product, month, run period, STAC item ids, code version, model version,
            contents of the city's permits and consumption files)
 
+The code version is ``payesh.__version__`` and :func:`code_fingerprint` (a hash of every
+payesh module and of the versions of the libraries that decode and resample): the
+version string alone stays the same across commits, so a fix in the code would not
+count as a change.
+
 It is recorded per product and month in the provenance of every commit
 (``provenance["run_keys"]``, a JSON string ``{"s2": {"2025-01": "<key>", ...}, ...}``),
 so :func:`payesh.store.history` shows what each commit was made from. Before loading
@@ -27,6 +32,7 @@ import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +48,13 @@ __all__ = [
     "RunKeys",
     "backfill_periods",
     "changed_months",
+    "code_fingerprint",
     "committed_keys",
     "model_fingerprint",
     "plan_keys",
     "rolling_period",
     "run_period",
+    "source_fingerprint",
 ]
 
 #: Name of the provenance entry (and store root attribute) holding a run's keys.
@@ -84,6 +92,33 @@ def model_fingerprint(path: str | Path | None = None) -> str:
     p = Path(path) if path is not None else default_model_path()
     st = p.stat()
     return _model_fingerprint(str(p.resolve()), st.st_size, st.st_mtime_ns)
+
+
+#: Libraries whose versions can change a month's numbers (decoding, resampling, medians).
+LIBRARIES = ("numpy", "numba", "rasterio", "odc-stac", "odc-geo", "xarray", "pandas", "h5py")
+
+
+@cache
+def code_fingerprint() -> str:
+    """sha256 of every payesh module's source and of :data:`LIBRARIES`' versions."""
+    return source_fingerprint(Path(__file__).resolve().parent)
+
+
+def source_fingerprint(root: Path) -> str:
+    """sha256 of the ``.py`` files under ``root`` and of :data:`LIBRARIES`' versions."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for lib in LIBRARIES:
+        try:
+            version = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{lib}={version}\0".encode())
+    import rasterio
+
+    digest.update(f"gdal={rasterio.__gdal_version__}".encode())
+    return digest.hexdigest()
 
 
 def month_key(
@@ -130,7 +165,9 @@ def plan_keys(plan: RunPlan, *, model_version: str | None = None) -> RunKeys:
                 month,
                 period=plan.period,
                 item_ids=plan.item_ids(product, month),
-                code_version=payesh.__version__,
+                # the version says little (0.1.0 for every commit): the sources' hash
+                # makes a fix in the code a reason to compute the months again
+                code_version=f"{payesh.__version__}+{code_fingerprint()[:16]}",
                 model_version=model,
                 inputs=inputs,
             )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import payesh
 from payesh import runkeys
 from payesh.city import load_city
 from payesh.errors import PayeshError
@@ -70,6 +71,21 @@ def test_keys_name_every_product_month_and_change_with_each_input(plan: RunPlan)
         runkeys.plan_keys(shorter, model_version="m1")["viirs"]["2025-05"]
         != keys["viirs"]["2025-05"]
     )
+    # the code is the version and a hash of the modules: a fix changes every key
+    inputs = "permits={};consumption={}".format(
+        *(runkeys._file_digest(p) for p in (plan.city.permits, plan.city.consumption))
+    )
+    june = pd.Timestamp("2025-06-01")
+
+    def expected(code: str) -> str:
+        return runkeys.month_key(
+            "s2", june, period=plan.period, item_ids=plan.item_ids("s2", june),
+            code_version=code, model_version="m1", inputs=inputs,
+        )  # fmt: skip
+
+    fingerprint = runkeys.code_fingerprint()
+    assert keys["s2"]["2025-06"] == expected(f"{payesh.__version__}+{fingerprint[:16]}")
+    assert keys["s2"]["2025-06"] != expected(payesh.__version__)
 
 
 def test_default_model_version_is_the_model_file_hash() -> None:
