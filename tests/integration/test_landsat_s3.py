@@ -26,6 +26,9 @@ from payesh.errors import SourceError
 from payesh.grid import aligned_geobox
 from payesh.monthly import landsat_month
 from payesh.sources.aws import check_credentials, credentials_found, read_options, requester_pays
+from payesh.sources.http import RetryPolicy
+from payesh.sources.load import gdal_remote_env
+from payesh.sources.validate import file_problem
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +103,18 @@ def test_landsat_from_a_requester_pays_bucket_equals_landsat_from_disk(
         from_s3 = landsat_month(remote, gbox, month).compute()
 
         hits = proxy.take_hits()
+        # unflagged, the same objects are refused: said as such, not as a damaged file
+        unflagged = remote[0].clone()
+        del unflagged.assets["lwir11"].extra_fields["storage:requester_pays"]
+        fresh = "unpaid/" + unflagged.assets["lwir11"].href.split("/", 3)[3]  # GDAL caches
+        client.upload_file(  # type: ignore[attr-defined]
+            local[0].assets["lwir11"].get_absolute_href(), BUCKET, fresh
+        )
+        unflagged.assets["lwir11"].href = f"s3://{BUCKET}/{fresh}"
+        env = gdal_remote_env() | read_options([unflagged], ["lwir11"])
+        found = file_problem(unflagged, "lwir11", env=env, policy=RetryPolicy(attempts=1))
+        assert found is not None and "cannot be read: access denied" in found, found
+        assert "corrupt" not in found
     from_disk = landsat_month(local, gbox, month).compute()
     xr.testing.assert_identical(from_s3.drop_attrs(), from_disk.drop_attrs())
     assert from_s3.attrs["source_items"] == from_disk.attrs["source_items"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: What GDAL/curl say when a server refuses a read (HTTP 401/403, S3's AccessDenied).
+_DENIED = re.compile(
+    r"Access ?Denied|response code:? ?40[13]\b|\bForbidden\b|\bUnauthorized\b", re.IGNORECASE
+)
 
 
 def declared_crs(item: pystac.Item, key: str) -> str | None:
@@ -181,6 +186,9 @@ def open_checked(
     except (RasterioError, CPLE_BaseError, OSError, requests.RequestException, APIError) as err:
         if src is not None:
             src.close()
+        if _DENIED.search(str(err)):  # the server refuses: not a damaged file
+            why = "access denied (credentials, an expired signed URL, a requester-pays bucket?)"
+            return f"{where}: cannot be read: {why}: {err}", True, None
         return f"{where}: cannot be read (truncated or corrupt?): {err}", True, None
     except BaseException:
         if src is not None:
