@@ -268,23 +268,15 @@ def monitor_city(
                     **futures,
                 }
             monthly: dict[str, list[xr.Dataset]] = {}
-            used: dict[str, list[str]] = {}
             for key, pending in futures.items():
                 monthly[key] = []
                 for i, future in enumerate(pending):
-                    ds = future.result()
-                    if pipeline.CACHE_ATTR in ds.attrs:
-                        used.setdefault(key, []).append(ds.attrs.pop(pipeline.CACHE_ATTR))
-                    monthly[key].append(ds)
+                    monthly[key].append(future.result())
                     report(f"{key}: load, mask, composite", i + 1, len(months))
         release_native_memory()
-        from_cache = {k: sum(u.endswith(":hit") for u in v) for k, v in used.items()}
+        use = pipeline.cache_use(monthly)
         if kept:
-            logger.info(
-                "months from the cache (%s): %s",
-                kept,
-                ", ".join(f"{k} {n} of {len(used[k])}" for k, n in from_cache.items()),
-            )
+            logger.info("months from the cache (%s): %s", kept, use.summary())
         data = pipeline.MonthlyData.from_lists(monthly)
         # the staged months are on this machine: read by this process's threads. The
         # pixels' months are written into the run (nothing visible before its commit)
@@ -300,8 +292,7 @@ def monitor_city(
             logger.info("committed snapshot %s", snapshot)
             exports = export_task(plan, result, export_dir) if export_dir else {}
         if kept:  # what this run did not use, and no run used for a day
-            keys = [u.split(":")[0] for v in used.values() for u in v]
-            monthcache.prune(kept, plan.city, keys)
+            monthcache.prune(kept, plan.city, use.keys)
     return {
         "status": "committed",
         "period": str(period),
@@ -309,7 +300,7 @@ def monitor_city(
         "store": store_loc,
         "exports": exports,
         "summary": result.summary(),
-        "months_from_cache": from_cache,
+        "months_from_cache": use.from_cache,
     }
 
 

@@ -24,7 +24,7 @@ from payesh.errors import (
     NoReadableItemsError,
 )
 from payesh.masking import mask_landsat, mask_s2, mask_viirs
-from payesh.sources import blackmarble
+from payesh.sources import laads
 from payesh.sources.aligned import s2_month_aligned
 from payesh.sources.blackmarble import BLACK_MARBLE_PRODUCTS
 from payesh.sources.http import current_policy
@@ -212,7 +212,7 @@ def viirs_month(
     """The month's night lights on their native grid; ``cf_cvg == 0`` is missing, not dark.
 
     ``items`` are STAC items of ``viirs-ntl-monthly``, or NASA Black Marble files found by
-    :func:`payesh.sources.blackmarble.search_granules` (collection ``VNP46A3``), which
+    :func:`payesh.sources.laads.search_granules` (collection ``VNP46A3``), which
     are downloaded (once, into ``$PAYESH_BLACKMARBLE_DIR``) and read in memory.
     """
 
@@ -225,7 +225,7 @@ def viirs_month(
     if not items:
         return empty()
     if all(i.collection_id in BLACK_MARBLE_PRODUCTS for i in items):
-        return blackmarble.items_month(items, geobox, month, policy=current_policy())
+        return laads.items_month(items, geobox, month, policy=current_policy())
     try:
         raw = mask_viirs(load_viirs(items, geobox, chunks=chunks))
         raw = _mask_out_of_range(raw, month, count=chunks is None)

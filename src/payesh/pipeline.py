@@ -233,8 +233,9 @@ def kept_month(
     month of the same key is kept there (and ``reuse``), else ``make()``, kept for the
     next run — unless an item of it was skipped as unreadable: that month is made again
     by every run until it reads whole. Without ``cache``, ``make()``. Sentinel-2 months
-    come back lazily, as staged; Landsat and night-light months in memory. ``attrs[CACHE_ATTR]`` says which
-    (``<key>:hit`` or ``<key>:made``) for the run to count and to prune by."""
+    come back lazily, as staged; Landsat and night-light months in memory.
+    ``attrs[CACHE_ATTR]`` says which (``<key>:hit`` or ``<key>:made``), for the run to
+    count and to prune by (:func:`cache_use`)."""
     if cache is None:
         return make()
     from payesh import monthcache
@@ -262,6 +263,35 @@ def kept_month(
         kept = kept.load()
     kept.attrs[CACHE_ATTR] = f"{key}:{how}"
     return kept
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """What a run's months took from the month cache: the keys it used (to keep them, see
+    :func:`payesh.monthcache.prune`) and, per product, how many months were found kept."""
+
+    keys: list[str] = field(default_factory=list)
+    from_cache: dict[str, int] = field(default_factory=dict)
+    months: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """``s2 11 of 12, landsat 12 of 12``."""
+        return ", ".join(f"{k} {n} of {self.months[k]}" for k, n in self.from_cache.items())
+
+
+def cache_use(monthly: Mapping[str, list[xr.Dataset]]) -> CacheUse:
+    """Read (and take off) the marks :func:`kept_month` put on a run's months."""
+    use = CacheUse()
+    for product, months in monthly.items():
+        for ds in months:
+            mark = ds.attrs.pop(CACHE_ATTR, None)
+            if mark is None:
+                continue
+            key, how = str(mark).rsplit(":", 1)
+            use.keys.append(key)
+            use.months[product] = use.months.get(product, 0) + 1
+            use.from_cache[product] = use.from_cache.get(product, 0) + (how == "hit")
+    return use
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:

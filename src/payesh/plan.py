@@ -224,14 +224,14 @@ def plan_run(
 def _blackmarble_items(city: City, period: Period) -> list[pystac.Item]:
     """Black Marble VNP46A3 files over ``city`` for ``period``, listed on LAADS DAAC;
     months or tiles not there are warned about (``MissingDataWarning``)."""
-    from payesh.sources import blackmarble
+    from payesh.sources import laads
     from payesh.sources.http import current_policy
 
-    base = blackmarble.laads_url()
-    found, missing = blackmarble.search_granules(
+    base = laads.laads_url()
+    found, missing = laads.search_granules(
         city.bbox,
         list(period.months),
-        token=blackmarble.earthdata_token(),
+        token=laads.earthdata_token(),
         base=base,
         policy=current_policy(),
     )

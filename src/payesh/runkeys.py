@@ -125,17 +125,18 @@ def month_key(
     product: str,
     month: pd.Timestamp,
     *,
-    period: Period,
+    period: Period | None,
     item_ids: Iterable[str],
     code_version: str,
     model_version: str,
     inputs: str = "",
 ) -> str:
-    """The key of one product-month (a hex sha256); see the module doc."""
+    """The key of one product-month (a hex sha256); see the module doc. ``period=None``
+    for what does not depend on the run's other months (the month cache's keys)."""
     payload = {
         "product": product,
         "month": f"{month:%Y-%m}",
-        "period": str(period),
+        "period": "" if period is None else str(period),
         "items": sorted(item_ids),
         "code": code_version,
         "model": model_version,

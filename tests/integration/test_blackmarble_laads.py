@@ -28,16 +28,16 @@ from payesh.errors import MissingDataWarning, SourceError
 from payesh.grid import ntl_geobox
 from payesh.period import Period
 from payesh.plan import NIGHT_LIGHTS, plan_run
-from payesh.sources.blackmarble import (
+from payesh.sources.blackmarble import read_tile
+from payesh.sources.http import RetryPolicy
+from payesh.sources.laads import (
     CACHE_ENV,
     LAADS_ENV,
     download_tile,
     earthdata_token,
     items_month,
-    read_tile,
     search_granules,
 )
-from payesh.sources.http import RetryPolicy
 from payesh.store import open_indicators
 from payesh.synthetic.blackmarble import DN_SCALE, uniform_layers, write_archive, write_tile
 

@@ -106,7 +106,7 @@ def test_window_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None
         for physical in (True, False):
             loop = np.full((len(ri), len(ci)), np.nan, dtype="float32")
             fast = np.full_like(loop, 1234.5)  # whatever a buffer held: all overwritten
-            aligned._place_kernel(win, ri, ci, loop, *args, physical)
-            aligned._place_first(win, ri, ci, fast, *args, physical)
+            aligned._place_kernel(win, ri, ci, loop, (*args, physical))
+            aligned._place_first(win, ri, ci, fast, (*args, physical))
             np.testing.assert_array_equal(fast, loop)
             assert np.isnan(loop).any() and not np.isnan(loop).all()

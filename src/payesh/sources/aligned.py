@@ -266,17 +266,18 @@ def _read_raw(
     return win, np.where(in_r, src_rows - r0, -1), np.where(in_c, src_cols - c0, -1)
 
 
+#: How a raw value becomes a grid value, for the placing kernels (one tuple: Numba passes
+#: it as a typed tuple): nodata of the file and of the item, the saturated DN, scale,
+#: offset (float32 each), and whether the band is physical (False: a class, SCL).
+Conversion = tuple[np.float32, np.float32, np.float32, np.float32, np.float32, bool]
+
+
 def _place_first(
     win: np.ndarray,
     ri: np.ndarray,
     ci: np.ndarray,
     out: np.ndarray,
-    nodata_file: np.float32,
-    nodata_item: np.float32,
-    saturated: np.float32,
-    scale: np.float32,
-    offset: np.float32,
-    physical: bool,
+    conv: Conversion,
 ) -> None:
     """:func:`_place_kernel` into an ``out`` whatever it holds: every pixel of ``out`` is
     written, NaN where the window gives nothing. A window of the 10 m grid (consecutive
@@ -296,29 +297,23 @@ def _place_first(
     i0, i1, j0, j1 = int(ok_r[0]), int(ok_r[-1]) + 1, int(ok_c[0]), int(ok_c[-1]) + 1
     if ri[i1 - 1] - ri[i0] != i1 - 1 - i0 or ci[j1 - 1] - ci[j0] != j1 - 1 - j0:
         # 20 m: each pixel repeated (numpy's gather would cost twice the compiled loop)
-        _place_rows(win, ri, ci, out, nodata_file, nodata_item, saturated, scale, offset, physical)
+        _place_rows(win, ri, ci, out, conv)
         return
     if (i0, i1, j0, j1) != (0, out.shape[0], 0, out.shape[1]):
         out.fill(np.nan)  # the city's edge: pixels outside the raster
     src = win[ri[i0] : ri[i1 - 1] + 1, ci[j0] : ci[j1 - 1] + 1]
-    _place_window(
-        src, out[i0:i1, j0:j1], nodata_file, nodata_item, saturated, scale, offset, physical
-    )
+    _place_window(src, out[i0:i1, j0:j1], conv)
 
 
 @njit(nogil=True, cache=True, inline="always")
 def _value(
     dn: Any,
-    nodata_file: np.float32,
-    nodata_item: np.float32,
-    saturated: np.float32,
-    scale: np.float32,
-    offset: np.float32,
-    physical: bool,
+    conv: Conversion,
 ) -> np.float32:  # pragma: no cover - compiled
     """One raw value on the grid: NaN at either nodata and, with ``physical``, where
     saturated; else ``DN * scale + offset`` in float32 (two rounded steps, as numpy's
     in-place ``*=`` then ``+=``; no fused multiply-add), or the class (SCL) as it is."""
+    nodata_file, nodata_item, saturated, scale, offset, physical = conv
     v = np.float32(dn)
     if (v == nodata_file) | (v == nodata_item):
         return np.float32(np.nan)
@@ -335,12 +330,7 @@ def _place_rows(
     ri: np.ndarray,
     ci: np.ndarray,
     out: np.ndarray,
-    nodata_file: np.float32,
-    nodata_item: np.float32,
-    saturated: np.float32,
-    scale: np.float32,
-    offset: np.float32,
-    physical: bool,
+    conv: Conversion,
 ) -> None:  # pragma: no cover - compiled
     """:func:`_place_kernel` into an ``out`` whatever it holds (every pixel written, NaN
     where the window gives nothing), for any ``ri``/``ci``: each source row is converted
@@ -369,9 +359,7 @@ def _place_rows(
             continue
         src = win[r]
         for k in range(row.shape[0]):
-            row[k] = _value(
-                src[c_lo + k], nodata_file, nodata_item, saturated, scale, offset, physical
-            )
+            row[k] = _value(src[c_lo + k], conv)
         for j in range(nx):
             c = ci[j]
             o[j] = row[c - c_lo] if c >= 0 else nan
@@ -382,15 +370,11 @@ def _place_rows(
 def _place_window(
     src: np.ndarray,
     dst: np.ndarray,
-    nodata_file: np.float32,
-    nodata_item: np.float32,
-    saturated: np.float32,
-    scale: np.float32,
-    offset: np.float32,
-    physical: bool,
+    conv: Conversion,
 ) -> None:  # pragma: no cover - compiled
     """``dst = src`` as :func:`_place_kernel` converts a value, for windows of the same
     shape: three passes over each row (convert, scale, mark missing), each vectorised."""
+    nodata_file, nodata_item, saturated, scale, offset, physical = conv
     n, m = src.shape
     row = np.empty(m, dtype=np.float32)
     for i in range(n):
@@ -417,12 +401,7 @@ def _place_kernel(
     ri: np.ndarray,
     ci: np.ndarray,
     out: np.ndarray,
-    nodata_file: np.float32,
-    nodata_item: np.float32,
-    saturated: np.float32,
-    scale: np.float32,
-    offset: np.float32,
-    physical: bool,
+    conv: Conversion,
 ) -> None:  # pragma: no cover - compiled
     """Fill the still-missing (NaN) pixels of ``out`` with ``win[ri[i], ci[j]]``.
 
@@ -438,9 +417,7 @@ def _place_kernel(
             c = ci[j]
             if c < 0 or out[i, j] == out[i, j]:
                 continue
-            out[i, j] = _value(
-                win[r, c], nodata_file, nodata_item, saturated, scale, offset, physical
-            )
+            out[i, j] = _value(win[r, c], conv)
 
 
 def _read_remote(grid: AssetGrid, window: Window, env: Mapping[str, str]) -> np.ndarray:
@@ -556,7 +533,7 @@ def read_s2_month_aligned(
                 continue
             scale, offset = p.scale_offset[band] if band != "scl" else (1.0, 0.0)
             nd_file, nd_item = grid.nodata, p.nodata.get(band)
-            args: tuple[Any, ...] = (
+            conv: Conversion = (
                 np.float32(np.nan if nd_file is None else nd_file),
                 np.float32(np.nan if nd_item is None else nd_item),
                 saturated,
@@ -565,10 +542,10 @@ def read_s2_month_aligned(
                 band != "scl",
             )
             if first:  # writes all of out
-                _place_first(*raw, out, *args)
+                _place_first(*raw, out, conv)
                 first = False
             else:  # fusing: only the pixels still missing
-                _place_kernel(*raw, out, *args)
+                _place_kernel(*raw, out, conv)
         if first:  # no item of the time step covers this block
             out.fill(np.nan)
         _add_time("read", t0)

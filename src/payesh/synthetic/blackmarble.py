@@ -7,7 +7,7 @@ HDF-EOS5 group ``HDFEOS/GRIDS/VIIRS_Grid_DNB_2d/Data Fields``, the layer names, 
 pixel centres — and :func:`write_archive` turns the monthly VIIRS night lights that
 :func:`payesh.synthetic.generate_city` made into the folder tree of NASA's LAADS DAAC
 archive (``archive/allData/5200/VNP46A3/<year>/<day of year>/``), so that a run can read
-the same lights through :mod:`payesh.sources.blackmarble` from a server on loopback.
+the same lights through :mod:`payesh.sources.laads` from a server on loopback.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import rasterio
 
 from payesh.sources.blackmarble import (
     DATA_FIELDS,
-    DEFAULT_COLLECTION,
     LAYER,
     QUALITY_FILL,
     RESOLUTION_DEG,
@@ -30,6 +29,7 @@ from payesh.sources.blackmarble import (
     tile_geobox,
     tiles_over,
 )
+from payesh.sources.laads import DEFAULT_COLLECTION
 
 __all__ = ["DN_SCALE", "uniform_layers", "write_archive", "write_tile"]
 
