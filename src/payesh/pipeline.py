@@ -32,7 +32,7 @@ from payesh.errors import PayeshError
 from payesh.evidence import TRUE_COLOUR, true_colour_layer
 from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction, energy
-from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+from payesh.indicators.tiles import pixels_per_tile, tile_coords_dataset, tile_counts
 from payesh.monthly import s2_month
 from payesh.parallel import map_all, release_native_memory, shared_pool
 from payesh.plan import RunPlan
@@ -295,8 +295,11 @@ def cache_use(monthly: Mapping[str, list[xr.Dataset]]) -> CacheUse:
 
 
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:
-    clear = (s2["clear_count"] > 0).astype("float32")
-    vf = tile_reduce(clear, tg, how="mean")
+    # tile_reduce((clear_count > 0).astype("float32"), tg, how="mean"), in one pass: the
+    # count is exact, every pixel counts (none is NaN), and the mean is taken in float64
+    k = pixels_per_tile(s2["clear_count"], tg)
+    _, clear = tile_counts(s2["clear_count"], tg, above=0, pixels_per_tile=k)
+    vf = (clear / float(k * k)).astype("float32")
     vf.attrs.update(
         units="1",
         long_name="share of the tile's pixels with at least one clear Sentinel-2 observation",

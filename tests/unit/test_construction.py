@@ -24,6 +24,7 @@ from payesh.indicators.construction import (
     persistence,
     persistent_builtup,
 )
+from payesh.indicators.tiles import tile_counts, tile_reduce
 from payesh.records import NoPermitsWarning
 
 
@@ -276,3 +277,83 @@ def test_compiled_first_seen_equals_the_numpy_formulation(
     np.testing.assert_array_equal(got, _reference_first_seen(p, times, 0.5, n, m, baseline))
     if nan_share == 0.0 and n_t >= baseline + n + 4:  # not a vacuous comparison
         assert (~np.isnat(got)).sum() > 20
+
+
+def _tile_sums_as_written_with_xarray(
+    prob: xr.DataArray, first_seen: xr.DataArray, tg: TileGrid, threshold: float
+) -> xr.Dataset:
+    """The tile terms of construction_tile_indicators as coarsen sums of whole (time, y, x)
+    arrays — how they were computed before the compiled counts."""
+    k = tg.tile_pixels
+    valid = prob.notnull()
+    n_valid = tile_reduce(valid.astype("float32"), tg, how="sum", pixels_per_tile=k)
+    n_built = tile_reduce(
+        (prob > threshold).where(valid).astype("float32"), tg, how="sum", pixels_per_tile=k
+    )
+    area = abs(tg.geobox.resolution.x * tg.geobox.resolution.y)
+    is_new = (first_seen <= prob["time"]).astype("float32")
+    return xr.Dataset(
+        {
+            "builtup_fraction": (n_built / n_valid.where(n_valid > 0)).astype("float32"),
+            "builtup_valid_fraction": (n_valid / float(k * k)).astype("float32"),
+            "new_builtup_m2": (tile_reduce(is_new, tg, how="sum", pixels_per_tile=k) * area)
+            .astype("float32")
+            .transpose("time", "tile_y", "tile_x"),
+        }
+    )
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 3, "y": 37, "x": 101}, {"y": 100, "x": 50}])
+@pytest.mark.parametrize("threshold", [0.5, 0.55])
+def test_compiled_tile_counts_equal_the_xarray_sums(
+    chunks: dict[str, int] | None, threshold: float
+) -> None:
+    tg = _tg()
+    prob = _prob_cube(tg, seed=3)
+    rng = np.random.default_rng(1)
+    values = prob.values
+    values[rng.random(values.shape) < 0.2] = np.nan  # scattered clouds in every month
+    values[2, :50, :50] = np.float32(threshold)  # exactly at the threshold: not built
+    prob = prob.copy(data=values)
+    fs = persistent_builtup(prob, threshold=threshold)
+    fs = fs.where(rng.random(fs.shape) < 0.5, np.datetime64(MONTHS[1]))  # before, at, NaT
+    assert (~np.isnat(fs.values)).sum() > 0 and np.isnat(fs.values).sum() > 0
+    shuffled = prob.isel(time=rng.permutation(MONTHS.size))  # months in any order
+    sites = gpd.GeoDataFrame(
+        {"status": [], "first_seen": [], "tile": []}, geometry=[], crs=tg.geobox.crs
+    )
+    for p in (prob, shuffled):
+        expected = _tile_sums_as_written_with_xarray(p, fs, tg, threshold)
+        if chunks is None:
+            given_p, given_fs = p, fs
+        else:
+            spatial = {d: n for d, n in chunks.items() if d != "time"}
+            given_p, given_fs = p.chunk(chunks), fs.chunk(spatial)
+        got = construction_tile_indicators(given_p, given_fs, sites, tg, threshold=threshold)
+        for name, want in expected.data_vars.items():
+            have = got[name].compute()
+            assert have.dtype == want.dtype == np.float32, name
+            np.testing.assert_array_equal(have.values, want.values, err_msg=name)
+    assert float(expected["new_builtup_m2"].max()) > 0
+
+
+@pytest.mark.parametrize("chunks", [None, {"time": 2, "y": 30, "x": 70}])
+def test_tile_counts_of_integers_and_of_leading_dims(chunks: dict[str, int] | None) -> None:
+    tg = _tg()
+    rng = np.random.default_rng(2)
+    ny, nx = tg.geobox.shape
+    coords = {"time": MONTHS, "y": tg.geobox.coords["y"].values, "x": tg.geobox.coords["x"].values}
+    count = xr.DataArray(
+        rng.integers(0, 3, size=(MONTHS.size, ny, nx)).astype("int16"),
+        dims=("time", "y", "x"),
+        coords=coords,
+    )
+    given = count if chunks is None else count.chunk(chunks)
+    valid, over = tile_counts(given, tg, above=0)
+    assert valid.dims == over.dims == ("time", "tile_y", "tile_x")
+    np.testing.assert_array_equal(valid.values, tg.tile_pixels**2)  # no integer is NaN
+    expected = tile_reduce((count > 0).astype("float32"), tg, how="sum")
+    np.testing.assert_array_equal(over.values, expected.values)
+    assert over["tile"].shape == tg.shape and (over["time"].values == MONTHS).all()
+    with pytest.raises(PayeshError, match="does not cover"):
+        tile_counts(count.isel(x=slice(1, None)), tg, above=0, pixels_per_tile=tg.tile_pixels)

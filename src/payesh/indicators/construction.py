@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import dask.array as dsa
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -23,7 +24,13 @@ from scipy import ndimage
 
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid
-from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+from payesh.indicators.tiles import (
+    spatial_dims,
+    tile_chunks,
+    tile_coords_dataset,
+    tile_counts,
+    whole_tiles,
+)
 from payesh.records import NoPermitsWarning
 
 __all__ = [
@@ -279,6 +286,56 @@ def _persistence(
     return first_seen, mean
 
 
+@njit(nogil=True, cache=True)
+def _new_pixels_kernel(first: np.ndarray, months: np.ndarray, k: int, nat: int) -> np.ndarray:
+    """(months, y/k, x/k) int64: pixels of each tile with ``first`` ≤ the month (``first``
+    and ``months`` as int64 datetimes, ``months`` ascending; ``nat`` never counts)."""
+    ny, nx = first.shape
+    nt = months.size
+    hist = np.zeros((nt + 1, ny // k, nx // k), dtype=np.int64)
+    for y in range(ny):
+        for x in range(nx):
+            v = first[y, x]
+            if v != nat:
+                hist[np.searchsorted(months, v), y // k, x // k] += 1  # first month ≥ v
+    for t in range(1, nt):
+        hist[t] += hist[t - 1]
+    return hist[:nt]
+
+
+def _new_pixels_block(first: np.ndarray, months: np.ndarray, k: int) -> np.ndarray:
+    order = np.argsort(months, kind="stable")
+    counts = _new_pixels_kernel(
+        np.ascontiguousarray(first).view("int64"),
+        np.ascontiguousarray(months[order]).view("int64"),
+        k,
+        int(_NAT.view("int64")),
+    )
+    out = np.empty_like(counts)
+    out[order] = counts
+    return out
+
+
+def _new_pixels(first_seen: xr.DataArray, times: np.ndarray, k: int) -> Any:
+    """Per month and tile, pixels with ``first_seen`` (y, x) ≤ the month (NaT: never):
+    ``(first_seen <= times)`` summed per tile, from one pass over ``first_seen`` instead
+    of a (time, y, x) comparison. Lazy if ``first_seen`` is Dask-backed."""
+    months = np.asarray(times, dtype="datetime64[ns]")
+    data = first_seen.data
+    if not isinstance(data, dsa.Array):
+        return _new_pixels_block(np.asarray(data, dtype="datetime64[ns]"), months, k)
+    data = whole_tiles(data.astype("datetime64[ns]"), k)
+    return dsa.map_blocks(
+        _new_pixels_block,
+        data,
+        months,
+        k,
+        new_axis=0,
+        dtype=np.int64,
+        chunks=((months.size,), *tile_chunks(data, k)),
+    )
+
+
 # ------------------------------------------------------------------------------ sites
 
 _SITE_COLUMNS = ["site_id", "first_seen", "area_m2", "tile", "confidence"]
@@ -530,21 +587,20 @@ def construction_tile_indicators(
     if "status" not in sites:
         raise PayeshError("sites have no 'status'; run match_permits(sites, permits) first")
     k = tg.tile_pixels
-    valid = prob.notnull()
-    built = (prob > threshold).where(valid)
-    n_valid = tile_reduce(valid.astype("float32"), tg, how="sum", pixels_per_tile=k)
-    n_built = tile_reduce(built.astype("float32"), tg, how="sum", pixels_per_tile=k)
+    # pixels clear, and built-up, per tile-month: exact counts, as float32 sums of 0/1 are
+    n_valid, n_built = (
+        n.astype("float32") for n in tile_counts(prob, tg, above=threshold, pixels_per_tile=k)
+    )
     bfrac = (n_built / n_valid.where(n_valid > 0)).astype("float32")
     vfrac = (n_valid / float(k * k)).astype("float32")
     pixel_area = abs(tg.geobox.resolution.x * tg.geobox.resolution.y)
     times = prob["time"]
-    if prob.chunks is not None and first_seen.chunks is None:
-        # the year's (time, y, x) comparison block by block, as prob is read
-        spatial = dict(zip(prob.dims, prob.chunks, strict=True))
-        first_seen = first_seen.chunk({d: spatial[d] for d in first_seen.dims if d in spatial})
-    is_new = (first_seen <= times).astype("float32")
-    new_m2 = (tile_reduce(is_new, tg, how="sum", pixels_per_tile=k) * pixel_area).astype("float32")
-    new_m2 = new_m2.transpose("time", "tile_y", "tile_x")
+    new_px = _new_pixels(first_seen.transpose(*spatial_dims(first_seen)), times.values, k)
+    new_m2 = xr.DataArray(
+        (new_px.astype("float32") * pixel_area).astype("float32"),
+        dims=("time", "tile_y", "tile_x"),
+        coords={"time": times.values, **tile_coords_dataset(tg).coords},
+    )
     # site terms, numpy (sites are few)
     rows, cols = tg.shape
     tvals = times.values.astype("datetime64[ns]")
