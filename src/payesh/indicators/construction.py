@@ -128,12 +128,21 @@ def _persistence_batch(
 
 def _mean_since_batch(p: np.ndarray, first_seen: np.ndarray, times: np.ndarray) -> np.ndarray:
     """Mean (float64 sums, float32 result) of the clear ``p`` (n_pix, time) in months at or
-    after each pixel's ``first_seen``; NaN where none (NaT: never)."""
+    after each pixel's ``first_seen``; NaN where none (NaT: never).
+
+    Only the newly built pixels (few) are summed: each row's sum is the same whichever
+    rows are taken with it."""
+    out = np.full(p.shape[0], np.nan, dtype="float32")
+    new = np.flatnonzero(~np.isnat(first_seen))
+    if not new.size:
+        return out
+    p, first_seen = p[new], first_seen[new]
     take = (times[None, :] >= first_seen[:, None]) & np.isfinite(p)
     total = np.where(take, p, 0).sum(axis=-1, dtype="float64")
     count = take.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan).astype("float32")
+        out[new] = np.where(count > 0, total / count, np.nan)
+    return out
 
 
 def _persistence_kernel(
