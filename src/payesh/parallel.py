@@ -19,6 +19,7 @@ __all__ = [
     "default_threads",
     "distributed_client_active",
     "gather",
+    "gdal_cache_at_least",
     "map_all",
     "months_in_flight",
     "release_native_memory",
@@ -28,11 +29,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-GDAL_CACHE_MB = 64
-"""GDAL's block cache for a run, MB. The aligned reader decodes each COG block once: the
-blocks of a coarse (20 m) COG block are read one after another, so the cache needs only
-the coarse blocks in use. GDAL's default (5 % of the machine's memory) fills up with
-blocks never read again, and so grows with the city."""
+GDAL_CACHE_MB = 32
+"""GDAL's block cache for a run, MB, between a month's aligned reads. Each month's read
+raises it to what that month needs to decode every COG block once
+(:func:`gdal_cache_at_least`): with 512 px blocks that is less than this; with the
+1024 px blocks of Earth Search's Sentinel-2, about 22 MB per scene. GDAL's default (5 %
+of the machine's memory) fills up with blocks never read again, and so grows with the
+city."""
 MALLOC_ARENAS = 2
 
 MAX_THREADS = 16
@@ -132,6 +135,41 @@ def _pin_gdal_data() -> dict[str, str]:
         if found:
             os.environ["PROJ_DATA"] = done["PROJ_DATA"] = found
     return done
+
+
+_gdal_cache_lock = threading.Lock()
+_gdal_cache_needs: list[int] = []  # bytes asked for by the reads in progress
+_gdal_cache_base: list[int] = []  # the size before the first of them (bytes)
+
+
+@contextmanager
+def gdal_cache_at_least(nbytes: int) -> Iterator[int]:
+    """GDAL's block cache raised to ``nbytes`` while the ``with`` block runs; yields the
+    size set (bytes).
+
+    Reads in progress at the same time (months in flight) add up; once the last is done
+    the cache is back to its size before them (GDAL then frees the blocks over it). The
+    cache is GDAL's, one per process: ``GDAL_CACHEMAX`` is read once, so the size is set
+    with ``GDALSetCacheMax64`` (``rasterio.env.set_gdal_config``).
+    """
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    def resize() -> int:
+        size = max([_gdal_cache_base[0], sum(_gdal_cache_needs)])
+        set_gdal_config("GDAL_CACHEMAX", size)
+        return size
+
+    with _gdal_cache_lock:
+        if not _gdal_cache_needs:
+            _gdal_cache_base[:] = [int(get_gdal_config("GDAL_CACHEMAX"))]
+        _gdal_cache_needs.append(int(nbytes))
+        size = resize()
+    try:
+        yield size
+    finally:
+        with _gdal_cache_lock:
+            _gdal_cache_needs.remove(int(nbytes))
+            resize()
 
 
 def release_native_memory() -> bool:

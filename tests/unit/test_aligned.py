@@ -110,3 +110,27 @@ def test_window_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None
             aligned._place_first(win, ri, ci, fast, (*args, physical))
             np.testing.assert_array_equal(fast, loop)
             assert np.isnan(loop).any() and not np.isnan(loop).all()
+
+
+def _grid(step: int, block: int, n: int) -> aligned.AssetGrid:
+    """A band whose source pixels are ``step`` city pixels wide, in COG blocks of ``block``."""
+    index = np.arange(n) // step
+    size = int(index[-1]) + 1
+    return aligned.AssetGrid("x.tif", index, index, size, size, block, block, None)
+
+
+@pytest.mark.parametrize(("block", "per_scene_mb"), [(512, 4.0), (1024, 24.0)])
+def test_block_cache_holds_the_blocks_read_again(block: int, per_scene_mb: float) -> None:
+    """Earth Search's 1024 px blocks are read in 512 px city blocks: each 10 m block is
+    read again by the next city block of its row, each 20 m block by three more, so a
+    scene needs two 10 m blocks a band, one 20 m block a band and SCL with its neighbour
+    (every band counted as uint16, as when the datasets are not at hand): 24 MB. With
+    512 px blocks only the 20 m ones are read again: 4 MB."""
+    n = 4096
+    grids = {b: _grid(1, block, n) for b in ("blue", "green", "red", "nir")}
+    grids |= {b: _grid(2, block, n) for b in ("swir16", "swir22", "scl")}
+    plan = aligned.ItemPlan("s", np.datetime64("2025-01-01"), grids, {}, {})
+    blocks = aligned._blocks([plan], 512)
+    assert {c.stop - c.start for _, c in blocks} == {512}
+    got = aligned._block_cache_bytes([plan] * 6, blocks)
+    assert got == int(6 * per_scene_mb * 2**20 * aligned.CACHE_MARGIN)

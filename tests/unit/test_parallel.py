@@ -129,3 +129,26 @@ def test_months_in_flight_one_per_four_cores_or_as_told() -> None:
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(PayeshError, match=r"PAYESH_S2_MONTHS_AT_ONCE=.*whole number"):
             parallel.months_in_flight(2, bad)
+
+
+def test_gdal_cache_is_raised_for_reads_in_progress_and_put_back() -> None:
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    mb = 2**20
+    before = int(get_gdal_config("GDAL_CACHEMAX"))
+    set_gdal_config("GDAL_CACHEMAX", 40 * mb)
+    try:
+        with parallel.gdal_cache_at_least(10 * mb) as size:  # less than the cache: kept
+            assert size == int(get_gdal_config("GDAL_CACHEMAX")) == 40 * mb
+        with parallel.gdal_cache_at_least(30 * mb) as first:
+            assert first == 40 * mb
+            with parallel.gdal_cache_at_least(25 * mb) as both:  # two months in flight
+                assert both == int(get_gdal_config("GDAL_CACHEMAX")) == 55 * mb
+            assert int(get_gdal_config("GDAL_CACHEMAX")) == 40 * mb
+        with pytest.raises(RuntimeError):
+            with parallel.gdal_cache_at_least(100 * mb):
+                assert int(get_gdal_config("GDAL_CACHEMAX")) == 100 * mb
+                raise RuntimeError("a failed read")
+        assert int(get_gdal_config("GDAL_CACHEMAX")) == 40 * mb  # back, failure or not
+    finally:
+        set_gdal_config("GDAL_CACHEMAX", before)
