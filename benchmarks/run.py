@@ -90,7 +90,13 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def spawn(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str, Any]:
+def spawn(
+    label: str,
+    argv: list[str],
+    threads: int,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run ``argv`` pinned to ``threads`` cores; its RESULT, wall time and peak memory.
 
     ``max_rss_mb``: the process's own peak resident memory (``wait4``'s rusage), the
@@ -110,6 +116,7 @@ def spawn(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str,
         # every run computes its months: none are taken from an earlier run's (monthcache)
         "PAYESH_MONTH_CACHE": "off",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **(extra_env or {}),
     }
     cpus = _cpus(threads)
     out_path, err_path = log_dir / f"{label}.out", log_dir / f"{label}.err"
@@ -159,6 +166,116 @@ def spawn(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str,
     )
 
 
+# ------------------------------------------------------------------ Prefect's server
+class PrefectServer:
+    """Prefect's API server in a process of its own (``prefect server start``), as the
+    flow runs of a deployment find it: their process is a client of it.
+
+    Without ``PREFECT_API_URL`` a flow run starts Prefect's temporary server itself, and
+    the code that starts it (Prefect's server package, SQLAlchemy, FastAPI, … ~75 MB)
+    stays imported in the flow's process; a deployment's flow run never imports it.
+    ``--prefect temporary`` measures that way instead (the figures before git 69eebf4).
+
+    The server runs on the cores of the flow it serves (:meth:`pin`), whose requests it
+    answers with that flow's cores, as the temporary server did; its peak memory during
+    each flow is recorded apart (``prefect_server_peak_mb``).
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api"
+        self.home = Path(tempfile.mkdtemp(prefix="prefect-home-", dir=log_dir))
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+        }
+        env.pop("PREFECT_API_URL", None)
+        self.log = (log_dir / "prefect-server.log").open("w")
+        command = [sys.executable, "-m", "prefect", "server", "start"]
+        self.proc = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        self._peak = 0
+        self._done = threading.Event()
+        self._wait_healthy()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _wait_healthy(self, timeout: float = 180.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"prefect server exited; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"prefect server not up in {timeout:.0f} s; see {self.log.name}")
+
+    def _sample(self) -> None:
+        ps = psutil.Process(self.proc.pid)
+        while not self._done.wait(0.2):
+            try:
+                self._peak = max(self._peak, _tree_rss(ps))
+            except psutil.NoSuchProcess:
+                return
+
+    def pin(self, threads: int) -> None:
+        """Run on the cores a flow of ``threads`` threads gets; start a new peak."""
+        cpus = sorted(_cpus(threads))
+        for p in [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]:
+            try:
+                p.cpu_affinity(cpus)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self._peak = 0
+
+    def peak_mb(self) -> float:
+        return round(self._peak / 2**20, 1)
+
+    def close(self) -> None:
+        self._done.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+SERVER: PrefectServer | None = None  # set by main() unless --prefect temporary
+
+
+def spawn_flow(label: str, argv: list[str], threads: int, log_dir: Path) -> dict[str, Any]:
+    """The flow child, a client of :data:`SERVER` when there is one."""
+    if SERVER is None:
+        res = spawn(label, argv, threads, log_dir)
+        res["prefect_api"] = "temporary server started by the flow's process"
+        return res
+    SERVER.pin(threads)
+    res = spawn(label, argv, threads, log_dir, {"PREFECT_API_URL": SERVER.url})
+    res["prefect_api"] = "server process (prefect server start)"
+    res["prefect_server_peak_mb"] = SERVER.peak_mb()
+    return res
+
+
 # ------------------------------------------------------------------ one size
 def city_for(size: float, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from payesh.synthetic import DemoSpec
@@ -193,7 +310,7 @@ def warm_up(args: argparse.Namespace, threads: int) -> float:
     work.mkdir(parents=True)
     children = str(HERE / "children.py")
     argv = [children, "flow", *_child_args(gen, args, threads), "--store", str(work / "store")]
-    res = spawn("warm-up", argv, threads, work)
+    res = spawn_flow("warm-up", argv, threads, work)
     shutil.rmtree(work)
     print(f"  warm-up flow  {res['seconds']:8.2f} s (not recorded)", flush=True)
     return float(res["seconds"])
@@ -210,7 +327,8 @@ def run_size(size: float, args: argparse.Namespace, threads: int, peer: bool) ->
     children = str(HERE / "children.py")
     floor = spawn("floor", [children, "floor", *common], threads, work)
     print(f"  decode floor  {floor['seconds']:8.2f} s", flush=True)
-    flow = spawn("flow", [children, "flow", *common, "--store", str(work / "store")], threads, work)
+    argv = [children, "flow", *common, "--store", str(work / "store")]
+    flow = spawn_flow("flow", argv, threads, work)
     print(f"  payesh flow   {flow['seconds']:8.2f} s", flush=True)
     row: dict[str, Any] = {
         "size_km": size,
@@ -344,7 +462,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the stores written")
     p.add_argument("--note", default="", help="free text stored with the results")
     p.add_argument("--no-warm-up", action="store_true", help="skip the unrecorded first flow run")
+    p.add_argument(
+        "--prefect",
+        choices=["server", "temporary"],
+        default="server",
+        help="Prefect's API: a server process, as deployments have (default), or the "
+        "temporary server a flow run starts in its own process",
+    )
     args = p.parse_args(argv)
+    global SERVER
 
     mach = machine()
     print(
@@ -359,7 +485,23 @@ def main(argv: list[str] | None = None) -> None:
         "blocksize": args.blocksize,
         "note": args.note,
         "git": _git_head(),
+        "prefect": args.prefect,
     }
+    if args.prefect == "server":
+        WORK.mkdir(parents=True, exist_ok=True)
+        SERVER = PrefectServer(WORK)
+    try:
+        _measure(args, entry)
+    finally:
+        if SERVER is not None:
+            SERVER.close()
+            SERVER = None
+    mach["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    path = record(entry, mach)
+    print(f"recorded in {path.relative_to(ROOT)}")
+
+
+def _measure(args: argparse.Namespace, entry: dict[str, Any]) -> None:
     if not args.no_warm_up:
         entry["warm_up_seconds"] = warm_up(args, (args.scaling or [args.threads])[0])
     if args.scaling:
@@ -387,9 +529,6 @@ def main(argv: list[str] | None = None) -> None:
         rat = ratios(rows)
         entry.update(mode="sizes", threads=args.threads, rows=rows, ratios=rat)
         print_table(rows, rat)
-    mach["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    path = record(entry, mach)
-    print(f"recorded in {path.relative_to(ROOT)}")
 
 
 def _git_head() -> str:
