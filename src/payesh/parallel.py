@@ -29,11 +29,13 @@ __all__ = [
 
 T = TypeVar("T")
 
-GDAL_CACHE_MB = 32
+GDAL_CACHE_MB = 16
 """GDAL's block cache for a run, MB, between a month's aligned reads. Each month's read
 raises it to what that month needs to decode every COG block once
-(:func:`gdal_cache_at_least`): with 512 px blocks that is less than this; with the
-1024 px blocks of Earth Search's Sentinel-2, about 22 MB per scene. GDAL's default (5 %
+(:func:`gdal_cache_at_least`): with 512 px blocks ~4 MB per scene (26 MB for the
+benchmark's months of 6 scenes); with the 1024 px blocks of Earth Search's Sentinel-2,
+~24 MB per scene. Between the months only Landsat and night-light reads use it, whose
+blocks are few and small. GDAL's default (5 %
 of the machine's memory) fills up with blocks never read again, and so grows with the
 city."""
 MALLOC_ARENAS = 2

@@ -141,7 +141,7 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
     return _model_at(str(where), where.stat().st_mtime_ns)
 
 
-CLASSIFY_BLOCK_PX = 1 << 18
+CLASSIFY_BLOCK_PX = 1 << 17
 """Pixels classified at once: the features of a block (a dozen float32 planes) stay a few
 tens of MB whatever the size of the city."""
 
