@@ -647,6 +647,23 @@ def _difference_from_baseline(
     )
 
 
+def _lst_tile_terms(
+    lst: xr.DataArray, lst_count: xr.DataArray, tg: TileGrid, pixels_per_tile: int | None
+) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """Per tile: mean of the valid pixels, their count, and the hottest valid pixel above
+    the month's city-median LST (:func:`lst_tile_indicators`)."""
+    valid = lst.notnull() & (lst_count > 0)
+    x = lst.where(valid)
+    mean = tile_reduce(x, tg, how="mean", pixels_per_tile=pixels_per_tile)
+    n = tile_reduce(x, tg, how="count", pixels_per_tile=pixels_per_tile)
+    # A compound of a few Landsat pixels moves a 1 km tile's mean by a fraction of a
+    # degree; its hottest pixel moves by several. The hot spot is the tile's hottest valid
+    # pixel above the month's city-median LST, judged against its own history.
+    pixel_median = _median_over(x, list(spatial_dims(x)))
+    hotspot = tile_reduce(x - pixel_median, tg, how="max", pixels_per_tile=pixels_per_tile)
+    return mean, n, hotspot
+
+
 def lst_tile_indicators(
     lst: xr.DataArray,
     lst_count: xr.DataArray,
@@ -679,21 +696,22 @@ def lst_tile_indicators(
         ``lst_anomaly`` (°C: how much more the tile exceeds the city's median LST
         than it usually does; baseline rule as in :func:`ntl_anomaly`).
     """
-    valid = lst.notnull() & (lst_count > 0)
-    x = lst.where(valid)
-    mean = tile_reduce(x, tg, how="mean", pixels_per_tile=pixels_per_tile)
-    n = tile_reduce(x, tg, how="count", pixels_per_tile=pixels_per_tile)
+    # the pixel terms per month (each month's reductions are its own): temporaries of
+    # one month, not of the whole (time, y, x) cube, when the months are in memory
+    if lst.chunks is None and "time" in lst.dims and lst.sizes["time"] > 1:
+        terms = [
+            _lst_tile_terms(lst.isel(time=[i]), lst_count.isel(time=[i]), tg, pixels_per_tile)
+            for i in range(lst.sizes["time"])
+        ]
+        mean, n, hotspot = (xr.concat(parts, dim="time") for parts in zip(*terms, strict=True))
+    else:
+        mean, n, hotspot = _lst_tile_terms(lst, lst_count, tg, pixels_per_tile)
     k = pixels_per_tile or lst.sizes[spatial_dims(lst)[0]] // tg.shape[0]
     vf = (n / float(k * k)).astype("float32")
     mean = mean.where(vf >= min_valid).astype("float32")
     # Heat is judged relative to the rest of the city in the same month: the seasonal
     # cycle (±20 °C) and a month's weather cancel, a tile that heats up does not.
     anom = _difference_from_baseline(mean - _median_over(mean, ["tile_y", "tile_x"]), vf, min_valid)
-    # A compound of a few Landsat pixels moves a 1 km tile's mean by a fraction of a
-    # degree; its hottest pixel moves by several. The hot spot is the tile's hottest valid
-    # pixel above the month's city-median LST, judged against its own history.
-    pixel_median = _median_over(x, list(spatial_dims(x)))
-    hotspot = tile_reduce(x - pixel_median, tg, how="max", pixels_per_tile=pixels_per_tile)
     hotspot = hotspot.where(vf >= min_valid).astype("float32")
     hot_anom = _difference_from_baseline(hotspot, vf, min_valid)
     return xr.Dataset(
