@@ -21,7 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dask.array as dsa
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -294,6 +296,24 @@ def cache_use(monthly: Mapping[str, list[xr.Dataset]]) -> CacheUse:
     return use
 
 
+def computed_in_place(ds: xr.Dataset) -> xr.Dataset:
+    """``ds.compute()``, each Dask block written into arrays allocated once as it is done.
+
+    ``compute`` keeps every block's result until the last is done, then concatenates
+    them: twice the result's size at the end (``first_seen`` and the mean since of a
+    24 km city: 69 MB held twice). ``dask.array.store`` writes each block in place.
+    """
+    lazy = {str(v): var for v, var in ds.data_vars.items() if var.chunks is not None}
+    if not lazy:
+        return ds
+    targets = {v: np.empty(var.shape, dtype=var.dtype) for v, var in lazy.items()}
+    dsa.store([var.data for var in lazy.values()], list(targets.values()), lock=False)
+    out = ds.copy()
+    for v, values in targets.items():
+        out[v] = out[v].copy(data=values)
+    return out
+
+
 def _valid_fraction(s2: xr.Dataset, tg: Any) -> xr.DataArray:
     # tile_reduce((clear_count > 0).astype("float32"), tg, how="mean"), in one pass: the
     # count is exact, every pixel counts (none is NaN), and the mean is taken in float64
@@ -352,7 +372,7 @@ def compute_indicators(
             models["builtup"] = model.version
             stored = prob = builtup_probability(monthly.s2, model).compute()
         # (y, x) first_seen and the sites' confidence term, from one read of the year
-        held = construction.persistence(prob).compute()
+        held = computed_in_place(construction.persistence(prob))
         first_seen = held["first_seen"]
         sites = construction.extract_sites(
             first_seen, tg, min_area_m2=MIN_SITE_AREA_M2, mean_prob=held["mean_prob_since"]
