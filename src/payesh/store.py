@@ -54,6 +54,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 from pyproj import CRS
+from xarray.coding.times import infer_calendar_name, infer_datetime_units
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import GroupNotFoundError
 
@@ -536,6 +537,22 @@ def _chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
                 ds = ds.assign_coords({v: values})
             else:
                 ds[v] = values
+    for v in list(ds.data_vars):
+        raster = ds[v]
+        if raster.chunks is None and _is_datetime(raster) and raster.ndim >= 2:
+            # a raster of dates (first_seen) encoded chunk by chunk: xarray's encoding of
+            # a whole numpy array of dates holds ~3 times its size in temporaries (140 MB
+            # for a 24 km city). The units are those it would infer from all the values
+            # (it drops NaT first, so the valid ones give the same), so the stored
+            # numbers and attributes are the same.
+            dates = np.asarray(raster.values)
+            valid = dates[~np.isnat(dates)]
+            encoding[str(v)].update(
+                units=infer_datetime_units(valid),
+                calendar=infer_calendar_name(valid),
+                dtype=np.dtype("int64"),
+            )
+            ds[v] = raster.chunk({d: chunk[d] for d in raster.dims if sizes[d] > 0})
     for v, var in ds.variables.items():
         if var.chunks is None:
             continue  # numpy: written eagerly, chunked by the encoding

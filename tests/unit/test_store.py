@@ -478,3 +478,47 @@ def test_killed_writer_leaves_store_intact_and_lock_free(tmp_path: Path) -> None
         lock_timeout=1,
     )
     assert st.open_indicators("demo", store=tmp_path).sizes["time"] == 4
+
+
+@pytest.mark.parametrize("dates", ["mixed", "all NaT", "hourly"])
+def test_a_raster_of_dates_is_stored_as_xarray_stores_it(tmp_path: Path, dates: str) -> None:
+    """``first_seen`` is encoded chunk by chunk (xarray's encoding of the whole array held
+    ~3 times its size); the stored numbers, units, calendar and dtype are those of
+    xarray's own eager ``to_zarr``, whatever the dates (units inferred from the valid
+    ones: the first valid date in order is the reference)."""
+    rng = np.random.default_rng(4)
+    n = 40
+    first = np.datetime64("2025-03-01", "ns") + rng.integers(0, 9, (n, n)) * np.timedelta64(31, "D")
+    first[rng.random((n, n)) < 0.7] = np.datetime64("NaT", "ns")
+    first[0, 0] = np.datetime64("NaT", "ns")  # the reference is not the first pixel
+    if dates == "all NaT":
+        first[:] = np.datetime64("NaT", "ns")
+    if dates == "hourly":
+        first[5, 5] = np.datetime64("2025-04-02T06:00", "ns")
+    y = 4_270_000.0 - (np.arange(n) + 0.5) * 10
+    x = 500_000.0 + (np.arange(n) + 0.5) * 10
+    ds = make_pixels(pd.date_range("2025-01-01", periods=2, freq="MS"))
+    ds = xr.Dataset(
+        {
+            "builtup_prob": (("time", "y", "x"), np.zeros((2, n, n), "float32"), {"units": "1"}),
+            "first_seen": (("y", "x"), first, {"long_name": "first built-up"}),
+        },
+        coords={"time": ds["time"], "y": y, "x": x, "spatial_ref": ds["spatial_ref"]},
+    )
+    st.write_run("c", {"pixels": ds}, store=tmp_path / "s", message="m", provenance=PROV)
+    stored = zarr.open_array(
+        st._open_repo("c", tmp_path / "s").readonly_session("main").store,
+        path="pixels/first_seen",
+        mode="r",
+    )
+    plain = tmp_path / "plain.zarr"
+    xr.Dataset({"first_seen": (("y", "x"), first)}).to_zarr(
+        plain, zarr_format=3, consolidated=False
+    )
+    eager = zarr.open_array(plain, path="first_seen", mode="r")
+    for key in ("units", "calendar"):
+        assert stored.attrs[key] == eager.attrs[key], key
+    assert stored.dtype == eager.dtype == np.dtype("int64")
+    np.testing.assert_array_equal(stored[:], eager[:])
+    back = st.open_indicators("c", store=tmp_path / "s", group="pixels")["first_seen"].values
+    np.testing.assert_array_equal(back, first)
