@@ -95,6 +95,19 @@ def pixels_per_tile(da: xr.DataArray, tg: TileGrid) -> int:
     return round(k)
 
 
+def _covering(da: xr.DataArray, tg: TileGrid, pixels_per_tile: int | None) -> tuple[str, str, int]:
+    """``da``'s (row, column) dims and pixels per tile side, checked to cover ``tg``."""
+    ydim, xdim = spatial_dims(da)
+    k = pixels_per_tile if pixels_per_tile is not None else _pixels_per_tile(da, tg)
+    rows, cols = tg.shape
+    if da.sizes[ydim] != rows * k or da.sizes[xdim] != cols * k:
+        raise PayeshError(
+            f"raster of {da.sizes[ydim]}x{da.sizes[xdim]} pixels does not cover the "
+            f"{rows}x{cols} tiles of {k}x{k} pixels each"
+        )
+    return ydim, xdim, k
+
+
 def tile_reduce(
     da: xr.DataArray,
     tg: TileGrid,
@@ -124,14 +137,7 @@ def tile_reduce(
         Same dtype family as ``da`` (``count`` is int), lazily if ``da`` is Dask-backed,
         with the coords of :func:`tile_coords_dataset`. Attributes are not kept.
     """
-    ydim, xdim = spatial_dims(da)
-    k = pixels_per_tile if pixels_per_tile is not None else _pixels_per_tile(da, tg)
-    rows, cols = tg.shape
-    if da.sizes[ydim] != rows * k or da.sizes[xdim] != cols * k:
-        raise PayeshError(
-            f"raster of {da.sizes[ydim]}x{da.sizes[xdim]} pixels does not cover the "
-            f"{rows}x{cols} tiles of {k}x{k} pixels each"
-        )
+    ydim, xdim, k = _covering(da, tg, pixels_per_tile)
     da = da.drop_vars([c for c in da.coords if c not in da.dims or c in (ydim, xdim)])
     window = da.coarsen({ydim: k, xdim: k})
     if how == "sum":
@@ -213,14 +219,7 @@ def tile_counts(
     ``da``'s dtype, as numpy compares ``da > above``. Lazy if ``da`` is Dask-backed;
     blocks are re-cut to whole tiles when they are not.
     """
-    ydim, xdim = spatial_dims(da)
-    k = pixels_per_tile if pixels_per_tile is not None else _pixels_per_tile(da, tg)
-    rows, cols = tg.shape
-    if da.sizes[ydim] != rows * k or da.sizes[xdim] != cols * k:
-        raise PayeshError(
-            f"raster of {da.sizes[ydim]}x{da.sizes[xdim]} pixels does not cover the "
-            f"{rows}x{cols} tiles of {k}x{k} pixels each"
-        )
+    ydim, xdim, k = _covering(da, tg, pixels_per_tile)
     lead = [d for d in da.dims if d not in (ydim, xdim)]
     da = da.transpose(*lead, ydim, xdim)
     threshold = np.asarray(above).astype(da.dtype)[()]
