@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask.array as dsa
+import dask.base
+import dask.local
+import dask.threaded
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -301,11 +304,15 @@ def computed_in_place(ds: xr.Dataset) -> xr.Dataset:
 
     ``compute`` keeps every block's result until the last is done, then concatenates
     them: twice the result's size at the end (``first_seen`` and the mean since of a
-    24 km city: 69 MB held twice). ``dask.array.store`` writes each block in place.
+    24 km city: 69 MB held twice). ``dask.array.store`` writes each block in place —
+    on this process's schedulers only: a ``dask.distributed`` cluster would write into
+    copies of the arrays on its workers, so there it is ``compute``.
     """
     lazy = {str(v): var for v, var in ds.data_vars.items() if var.chunks is not None}
     if not lazy:
         return ds
+    if dask.base.get_scheduler() not in (None, dask.threaded.get, dask.local.get_sync):
+        return ds.compute()
     targets = {v: np.empty(var.shape, dtype=var.dtype) for v, var in lazy.items()}
     dsa.store([var.data for var in lazy.values()], list(targets.values()), lock=False)
     out = ds.copy()

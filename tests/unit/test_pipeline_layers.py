@@ -169,3 +169,23 @@ def test_computed_in_place_equals_compute() -> None:
     got = computed_in_place(ds)
     assert all(v.chunks is None for v in got.data_vars.values())
     xr.testing.assert_identical(got, ds.compute())
+
+
+def test_computed_in_place_on_a_distributed_cluster_computes() -> None:
+    """Workers in other processes would write into copies of the arrays: there the
+    values come back by ``compute``, not through ``dask.array.store``."""
+    import dask.array as dsa
+
+    distributed = pytest.importorskip("distributed")
+    from payesh.pipeline import computed_in_place
+
+    values = np.arange(60 * 40, dtype="float32").reshape(60, 40)
+    ds = xr.Dataset({"v": (("y", "x"), dsa.from_array(values, chunks=(25, 15)))})
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        got = computed_in_place(ds)
+    np.testing.assert_array_equal(got["v"].values, values)
