@@ -455,9 +455,11 @@ def _blocks(plans: Sequence[ItemPlan], target: int = 512) -> list[tuple[slice, s
 
     Blocks, not full-width strips: the pixels in flight (every scene and band of the
     month over one block) stay the same whatever the width of the city. They come grouped
-    by the COG block of the coarsest band (a 20 m block spans 2 × 2 blocks of 10 m) so
-    that each coarse block is decoded once and then found in GDAL's cache, which then
-    needs only the blocks of one group (:func:`_block_cache_bytes`).
+    by the COG block of the coarsest band (a 20 m block spans 2 × 2 blocks of 10 m), and
+    inside a group by the COG block of the finest band (a 1024 px block is read by 2 × 2
+    city blocks of 512), so that each COG block is decoded once and then found in GDAL's
+    cache while the next city blocks need it: the cache then holds one block of each band
+    a scene (:func:`_block_cache_bytes`).
     """
     grids = list(plans[0].grids.values())
     finest = max(grids, key=lambda g: len(np.unique(g.rows)))
@@ -471,41 +473,38 @@ def _blocks(plans: Sequence[ItemPlan], target: int = 512) -> list[tuple[slice, s
             int(coarsest.cols[c.start]) // max(1, coarsest.block_cols),
         )
 
+    def fine_block(r: slice, c: slice) -> tuple[int, int]:
+        return (
+            int(finest.rows[r.start]) // max(1, finest.block_rows),
+            int(finest.cols[c.start]) // max(1, finest.block_cols),
+        )
+
     blocks = [(r, c) for r in rows for c in cols]
-    return sorted(blocks, key=lambda b: coarse_block(*b))  # stable: row-major inside
+    # stable: row-major inside a fine block
+    return sorted(blocks, key=lambda b: (coarse_block(*b), fine_block(*b)))
 
 
 CACHE_MARGIN = 1.25
 """Head room on :func:`_block_cache_bytes` (scenes read beside the month, GDAL's own
-bookkeeping). Measured on a 12 km city with 1024 px blocks and 6 scenes a month: 96 MB
-of cache cost 25 % more CPU than 128 MB and more, which the estimate (132 MB) times
-this margin clears."""
+bookkeeping). Measured on a 12 km city with 1024 px blocks and 6 scenes a month, city
+blocks then read row by row in a group: 96 MB of cache cost 25 % more CPU than 128 MB
+and more, against an estimate of 132 MB for that order."""
 
 
 def _block_cache_bytes(plans: Sequence[ItemPlan], blocks: Sequence[tuple[slice, slice]]) -> int:
     """GDAL block cache the month's reads need to decode each COG block once.
 
-    Blocks of the city are read row by row within a group of the coarsest band's COG block
-    (:func:`_blocks`); a band whose COG block is wider than a city block is read again by
-    the next city block of the row, so the cache must hold, for every scene, the blocks
-    across one group of each such band (1024 px blocks at 10 m: two; at 20 m: one), one
-    block of the others (in flight), and SCL's neighbour (its halo).
+    City blocks come in the order of :func:`_blocks`: the city blocks of one COG block of
+    every band are read one after another, so each scene needs one block of each band in
+    the cache (the 20 m ones for their whole group, the 10 m ones while the next city
+    blocks read them), and SCL one more (the neighbour its halo reaches).
     """
     if not plans or not blocks:
         return 0
-    block_cols = max(c.stop - c.start for _, c in blocks)
-
-    def extent(grid: AssetGrid) -> float:  # the COG block's width in city pixels
-        span = abs(int(grid.cols[-1]) - int(grid.cols[0])) + 1
-        return grid.block_cols * len(grid.cols) / span
-
-    group = max(extent(g) for p in plans for g in p.grids.values())
     total = 0
     for p in plans:
         for band, grid in p.grids.items():
-            width = extent(grid)
-            kept = math.ceil(group / width - 1e-9) if width > block_cols else 1
-            kept += band == "scl"
+            kept = 1 + (band == "scl")
             itemsize = 2 if grid.dataset is None else np.dtype(grid.dataset.dtypes[0]).itemsize
             total += kept * grid.block_rows * grid.block_cols * itemsize
     return int(total * CACHE_MARGIN)
