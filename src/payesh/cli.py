@@ -483,7 +483,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--end", help="last month, YYYY-MM (default: December of last year)")
     r.add_argument("--catalog", help=f"STAC API URL or catalog.json path (default: {EARTH_SEARCH})")
     r.add_argument("--store", default=_default_store(), help=store_help)
-    r.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
+    r.add_argument(
+        "--dask",
+        help="address of a Dask scheduler (default: Dask's threaded scheduler in this process)",
+    )
     r.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
     r.add_argument("--export-dir", help="also export tiles CSV and sites GeoJSON here")
     _add_night_lights(r)
@@ -515,7 +518,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--catalog", help=f"STAC API URL or catalog.json path (default: {EARTH_SEARCH})")
     b.add_argument("--store", default=_default_store(), help=store_help)
-    b.add_argument("--dask", help="address of a Dask scheduler (default: a local cluster)")
+    b.add_argument(
+        "--dask",
+        help="address of a Dask scheduler (default: Dask's threaded scheduler in this process)",
+    )
     b.add_argument("--collections", help="comma-separated collection ids to read (default: all)")
     _add_night_lights(b)
     b.set_defaults(func=_cmd_backfill)

@@ -32,10 +32,10 @@ T = TypeVar("T")
 GDAL_CACHE_MB = 16
 """GDAL's block cache for a run, MB, between a month's aligned reads. Each month's read
 raises it to what that month needs to decode every COG block once
-(:func:`gdal_cache_at_least`): with 512 px blocks ~4 MB per scene (26 MB for the
-benchmark's months of 6 scenes); with the 1024 px blocks of Earth Search's Sentinel-2,
-~24 MB per scene. Between the months only Landsat and night-light reads use it, whose
-blocks are few and small. GDAL's default (5 %
+(:func:`gdal_cache_at_least`, :func:`payesh.sources.aligned._block_cache_bytes`): ~3.5 MB
+a scene with 512 px blocks (26 MB for the benchmark's months of 6 scenes), ~14 MB a
+scene with the 1024 px blocks of Earth Search's Sentinel-2. Between the months only
+Landsat and night-light reads use it, whose blocks are few and small. GDAL's default (5 %
 of the machine's memory) fills up with blocks never read again, and so grows with the
 city."""
 MALLOC_ARENAS = 2

@@ -215,9 +215,27 @@ def tile_counts(
     What ``tile_reduce(da.notnull().astype("float32"), tg, how="sum")`` and
     ``tile_reduce((da > above).where(da.notnull()).astype("float32"), tg, how="sum")``
     give (as int32, which converts to those float32 sums exactly), in one compiled pass
-    over the pixels instead of a dozen whole-array temporaries. ``above`` is compared in
-    ``da``'s dtype, as numpy compares ``da > above``. Lazy if ``da`` is Dask-backed;
-    blocks are re-cut to whole tiles when they are not.
+    over the pixels instead of a dozen whole-array temporaries.
+
+    Parameters
+    ----------
+    da
+        Raster ``(…, y, x)`` covering the city grid exactly (as :func:`tile_reduce`);
+        NaN = missing. Integer rasters have no missing pixel.
+    tg
+        The tile grid.
+    above
+        Threshold, in ``da``'s units, compared in ``da``'s dtype (as numpy compares
+        ``da > above``).
+    pixels_per_tile
+        Pixels per tile side; default: inferred from ``da``'s ``x`` spacing.
+
+    Returns
+    -------
+    tuple of xr.DataArray
+        ``(valid, over)``: int32 pixel counts (unitless) with the coords of
+        :func:`tile_coords_dataset` and ``da``'s other dims. Lazy if ``da`` is
+        Dask-backed; its blocks are re-cut to whole tiles when they are not.
     """
     ydim, xdim, k = _covering(da, tg, pixels_per_tile)
     lead = [d for d in da.dims if d not in (ydim, xdim)]
