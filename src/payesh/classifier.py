@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from payesh.forest import (
     forest_from_arrays,
     predict_positive,
 )
+from payesh.parallel import map_all, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +230,14 @@ def feature_stack(
     planes = np.moveaxis(x, -1, 0).copy()  # one contiguous plane per band: faster maths
     cols = {b: planes[i] for i, b in enumerate(band_names)}
     out = np.empty((len(feature_names), *x.shape[:-1]), dtype="float32")  # planes
+    _fill_features(out, cols, feature_names)
+    return np.moveaxis(out, 0, -1)
+
+
+def _fill_features(
+    out: np.ndarray, cols: Mapping[str, np.ndarray], feature_names: tuple[str, ...]
+) -> None:
+    """``out[j]`` = feature ``feature_names[j]`` of the float32 band planes ``cols``."""
     for j, name in enumerate(feature_names):
         if name in cols:
             out[j] = cols[name]
@@ -235,9 +245,8 @@ def feature_stack(
         fn = index_function(name)
         lacking = [b for b in fn.bands if b not in cols]
         if lacking:
-            raise PayeshError(f"feature {name!r} needs band(s) {lacking}, not in {band_names}")
+            raise PayeshError(f"feature {name!r} needs band(s) {lacking}, not in {list(cols)}")
         out[j] = fn(cols)
-    return np.moveaxis(out, 0, -1)
 
 
 def _band_array(composite: xr.Dataset, bands: tuple[str, ...] = BANDS) -> xr.DataArray:
@@ -696,25 +705,77 @@ def default_model_path(directory: str | Path | None = None) -> Path:
 # -------------------------------------------------------------------------- prediction
 
 
-def _predict_kernel(
-    bands: np.ndarray,
-    *,
+_FEATURE_BLOCK_PX = 32768
+"""Pixels whose features are made and classified together by :func:`_probability_planes`:
+their feature planes (14 × 128 kB) are still in the core's cache when the trees read them."""
+
+
+def _probability_planes(
+    *planes: np.ndarray,
     estimator: Any,
     band_names: tuple[str, ...],
     feature_names: tuple[str, ...],
 ) -> np.ndarray:
-    valid = np.isfinite(bands).all(axis=-1)
-    if valid.all():  # the usual month: no copy of the valid pixels' bands
-        feats = feature_stack(
-            bands.reshape(-1, bands.shape[-1]), band_names=band_names, feature_names=feature_names
-        )
-        return predict_positive(estimator, feats).astype("float32").reshape(valid.shape)
-    out = np.full(bands.shape[:-1], np.nan, dtype="float32")
-    if valid.any():
-        feats = feature_stack(bands[valid], band_names=band_names, feature_names=feature_names)
-        # compiled trees: predict_proba's values bit for bit, several times faster
-        out[valid] = predict_positive(estimator, feats).astype("float32")
-    return out
+    """P(built-up), float32, of pixels given as one array per band (``band_names``, all of
+    one shape); NaN where a band is not finite.
+
+    The bands are read where they lie (a composite keeps one plane per band), in runs of
+    :data:`_FEATURE_BLOCK_PX` pixels, on a pool of threads: a run's features, then its
+    trees, while they are in the core's cache. The values are those of
+    :func:`feature_stack` and :func:`payesh.forest.predict_positive` on the stacked bands,
+    pixel by pixel (every step is pixel-local; tests compare the two).
+    """
+    shape = np.shape(planes[0])
+    flat = [np.asarray(p).reshape(-1) for p in planes]  # a view for contiguous planes
+    n = flat[0].size
+    out = np.empty(n, dtype="float32")
+
+    def run(lo: int) -> None:
+        hi = min(n, lo + _FEATURE_BLOCK_PX)
+        part = [f[lo:hi] for f in flat]
+        valid = np.isfinite(part[0])
+        for f in part[1:]:
+            valid &= np.isfinite(f)
+        dense = bool(valid.all())  # the usual month: no copy of the valid pixels' bands
+        cols = {
+            b: np.asarray(f if dense else f[valid], dtype="float32")
+            for b, f in zip(band_names, part, strict=True)
+        }
+        m = hi - lo if dense else int(np.count_nonzero(valid))
+        dst = out[lo:hi]
+        if not dense:
+            dst[:] = np.nan
+        if m == 0:
+            return
+        feats = _feature_buffer(len(feature_names), m)
+        _fill_features(feats, cols, feature_names)
+        # compiled trees: predict_proba's values bit for bit, several times faster;
+        # on this thread (the runs are the parallel jobs)
+        prob = predict_positive(estimator, feats.T, threads=1)
+        if dense:
+            dst[:] = prob
+        else:
+            dst[valid] = prob
+
+    starts = range(0, n, _FEATURE_BLOCK_PX)
+    if len(starts) <= 1:
+        for lo in starts:
+            run(lo)
+    else:
+        map_all(shared_pool("features"), run, starts)
+    return out.reshape(shape)
+
+
+_buffers = threading.local()
+
+
+def _feature_buffer(n_features: int, pixels: int) -> np.ndarray:
+    """This thread's float32 feature planes (``n_features``, ``pixels``), reused from run
+    to run (a fresh 2 MB array each run would be mapped and faulted in afresh)."""
+    buf = getattr(_buffers, "feats", None)
+    if buf is None or buf.shape[0] != n_features or buf.shape[1] < pixels:
+        buf = _buffers.feats = np.empty((n_features, pixels), dtype="float32")
+    return buf[:, :pixels]
 
 
 def model_bands(model: BuiltupModel) -> tuple[str, ...]:
@@ -756,11 +817,13 @@ def builtup_probability(composite: xr.Dataset, model: BuiltupModel) -> xr.DataAr
         lazy (predicted block by block) on Dask-backed input.
     """
     bands = model_bands(model)
-    arr = _band_array(composite, bands)
+    missing = [b for b in bands if b not in composite]
+    if missing:
+        raise PayeshError(f"composite lacks band(s) {missing}; needs {list(bands)}")
+    # the bands as they are (one plane each): no stacked copy along a band axis
     out = xr.apply_ufunc(
-        _predict_kernel,
-        arr,
-        input_core_dims=[["band"]],
+        _probability_planes,
+        *(composite[b] for b in bands),
         dask="parallelized",
         output_dtypes=["float32"],
         kwargs={

@@ -29,6 +29,7 @@ from numba import njit
 
 from payesh.errors import PayeshError
 from payesh.indicators.construction import BUILTUP_THRESHOLD
+from payesh.parallel import map_all, shared_pool
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,42 +118,67 @@ def _level_table(max_reflectance: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(nogil=True, cache=True)
-def _levels(
-    band: np.ndarray, out: np.ndarray, channel: int, missing: np.ndarray, base: Any, thr: Any
-) -> None:
+def _levels(band: np.ndarray, out: np.ndarray, missing: np.ndarray, base: Any, thr: Any) -> None:
     bits = band.view(np.uint32)
     for i in range(band.size):
         b = bits[i]
         if (b & 0x7F800000) == 0x7F800000:  # NaN, ±inf
             missing[i] = True
-            out[i, channel] = 0
+            out[i] = 0
         elif b >> 31:  # negative (or -0.0): level 0
-            out[i, channel] = 0
+            out[i] = 0
         else:
             lvl = base[b >> 16]
             x = band[i]
             while lvl < 255 and x >= thr[lvl]:  # a 16-bit prefix spans at most 2 levels
                 lvl += 1
-            out[i, channel] = lvl
+            out[i] = lvl
+
+
+_RUN_PX = 1 << 16
+"""Pixels a job of :func:`_true_colour_planes` converts (the jobs run on a pool)."""
+
+
+def _true_colour_planes(
+    red: np.ndarray, green: np.ndarray, blue: np.ndarray, max_reflectance: float
+) -> np.ndarray:
+    """:func:`_true_colour_exact` as band planes, ``(3, *shape)``; for float32 input by
+    looking the level up from the value's bits and the thresholds (the same bytes — tests
+    compare every float32 near each threshold — many times faster, and no float64 copies
+    of the month), in runs of :data:`_RUN_PX` pixels on a pool of threads."""
+    bands = [np.asarray(a) for a in (red, green, blue)]
+    shape = bands[0].shape
+    if not all(a.dtype == np.float32 for a in bands):
+        return np.moveaxis(_true_colour_exact(red, green, blue, max_reflectance), -1, 0)
+    base, thr = _level_table(float(max_reflectance))
+    flat = [np.ascontiguousarray(band).reshape(-1) for band in bands]
+    n = flat[0].size
+    out = np.empty((3, n), dtype="uint8")
+    missing = np.zeros(n, dtype=bool)
+
+    def run(lo: int) -> None:
+        hi = min(n, lo + _RUN_PX)
+        for i in range(3):
+            _levels(flat[i][lo:hi], out[i, lo:hi], missing[lo:hi], base, thr)
+        gone = missing[lo:hi]
+        if gone.any():
+            out[:, lo:hi][:, gone] = MISSING_GREY
+
+    starts = range(0, n, _RUN_PX)
+    if len(starts) <= 1:
+        for lo in starts:
+            run(lo)
+    else:
+        map_all(shared_pool("features"), run, starts)
+    return out.reshape(3, *shape)
 
 
 def _true_colour_kernel(
     red: np.ndarray, green: np.ndarray, blue: np.ndarray, max_reflectance: float
 ) -> np.ndarray:
-    """:func:`_true_colour_exact`; for float32 input by looking the level up from the
-    value's bits and the thresholds (the same bytes — tests compare every float32 near
-    each threshold — many times faster, and no float64 copies of the month)."""
-    bands = [np.asarray(a) for a in (red, green, blue)]
-    if not all(a.dtype == np.float32 for a in bands):
-        return _true_colour_exact(red, green, blue, max_reflectance)
-    base, thr = _level_table(float(max_reflectance))
-    shape = bands[0].shape
-    out = np.empty((bands[0].size, 3), dtype="uint8")
-    missing = np.zeros(bands[0].size, dtype=bool)
-    for i, band in enumerate(bands):
-        _levels(np.ascontiguousarray(band).ravel(), out, i, missing, base, thr)
-    out[missing] = MISSING_GREY
-    return out.reshape(*shape, 3)
+    """:func:`_true_colour_planes` with the band axis last, ``(*shape, 3)`` (a view of the
+    planes: xarray's layer puts the band axis back in front without a copy)."""
+    return np.moveaxis(_true_colour_planes(red, green, blue, max_reflectance), 0, -1)
 
 
 def true_colour(
@@ -179,7 +205,7 @@ def true_colour(
     """
     if np.ndim(red) != 2:
         raise PayeshError(f"true_colour needs 2-D bands, got shape {np.shape(red)}")
-    return _true_colour_kernel(red, green, blue, max_reflectance)
+    return np.ascontiguousarray(_true_colour_kernel(red, green, blue, max_reflectance))
 
 
 def true_colour_layer(

@@ -39,7 +39,7 @@ from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction, energy
 from payesh.indicators.tiles import pixels_per_tile, tile_coords_dataset, tile_counts
 from payesh.monthly import s2_month
-from payesh.parallel import map_all, release_native_memory, shared_pool
+from payesh.parallel import release_native_memory
 from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
 from payesh.sites_io import SITE_COLUMNS
@@ -146,32 +146,6 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
     return _model_at(str(where), where.stat().st_mtime_ns)
 
 
-CLASSIFY_BLOCK_PX = 1 << 17
-"""Pixels classified at once: the features of a block (a dozen float32 planes) stay a few
-tens of MB whatever the size of the city."""
-
-
-def _by_rows(composite: xr.Dataset, layer: Callable[[xr.Dataset], xr.DataArray]) -> xr.DataArray:
-    """``layer(composite)`` of an in-memory month, computed in blocks of rows: a
-    pixel-local layer, so the same values as all at once, with the temporaries of one
-    block (:data:`CLASSIFY_BLOCK_PX` pixels) per thread. The blocks run on a pool: their
-    numpy steps (features, masks, copies) hold the GIL only in short pieces, so two blocks
-    keep two cores busy where one block left the second idle outside the compiled trees.
-    Dask-backed input is left to its chunks."""
-    if any(v.chunks is not None for v in composite.data_vars.values()):
-        return layer(composite).compute()
-    ny, nx = composite.sizes["y"], composite.sizes["x"]
-    step = max(1, CLASSIFY_BLOCK_PX // max(1, nx))
-    if step >= ny:
-        return layer(composite)
-    parts = map_all(
-        shared_pool("layers"),
-        lambda lo: layer(composite.isel(y=slice(lo, lo + step))),
-        range(0, ny, step),
-    )
-    return xr.concat(parts, dim="y", combine_attrs="override")
-
-
 def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) -> xr.Dataset:
     """What a run keeps of a Sentinel-2 month: ``builtup_prob``, ``true_colour``, the counts.
 
@@ -184,11 +158,11 @@ def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) ->
     model = model or cached_model()
     bare = composite.copy()
     bare.attrs = {}  # the month's item lists belong to the run, not to the layer
-    prob = _by_rows(bare, lambda part: builtup_probability(part, model))
+    prob = builtup_probability(bare, model)  # runs of pixels on a pool of its own
     out = xr.Dataset(
         {"builtup_prob": prob, "clear_count": composite["clear_count"]}
         | ({"obs_count": composite["obs_count"]} if "obs_count" in composite else {})
-        | {TRUE_COLOUR: _by_rows(bare, true_colour_layer)}
+        | {TRUE_COLOUR: true_colour_layer(bare)}
     )
     out.attrs = dict(composite.attrs)
     return out

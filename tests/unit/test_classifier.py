@@ -291,3 +291,29 @@ def test_builtup_probability_rejects_other_features(model: BuiltupModel) -> None
     other = BuiltupModel(model.estimator, ("a", "b"), "x")
     with pytest.raises(ModelError, match="retrain"):
         builtup_probability(_composite(), other)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_probability_from_band_planes_is_predict_proba_on_stacked_features(
+    model: BuiltupModel, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bands are classified plane by plane, in runs of pixels: the values are those
+    of the stacked features through scikit-learn, whatever the runs cut (all valid, some,
+    none) and whether the composite is in memory or Dask's; the coordinates are the bands'."""
+    from payesh import classifier
+
+    comp = _composite().astype(dtype)
+    blue = comp["blue"].values
+    blue[0, 6, :] = np.inf  # a row with no finite value in a run of its own
+    comp["swir22"].values[0, 7, 3] = np.nan
+    monkeypatch.setattr(classifier, "_FEATURE_BLOCK_PX", 7)  # runs across rows
+    stacked = np.stack([comp[b].values for b in BANDS], axis=-1)
+    ok = np.isfinite(stacked).all(axis=-1)
+    want = np.full(ok.shape, np.nan, dtype="float32")
+    want[ok] = model.estimator.predict_proba(feature_stack(stacked[ok]))[:, 1].astype("float32")
+    assert (~ok).any() and ok.any()
+    for source in (comp, comp.chunk({"time": 1, "y": 5, "x": 4})):
+        prob = builtup_probability(source, model).compute()
+        np.testing.assert_array_equal(prob.values, want)  # bit for bit, NaN where NaN
+        assert prob.dims == comp["blue"].dims
+        xr.testing.assert_identical(prob.coords.to_dataset(), comp["blue"].coords.to_dataset())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from payesh import pipeline, staging
+from payesh import classifier, evidence, pipeline, staging
 from payesh.city import load_city
 from payesh.errors import PayeshError
 from payesh.grid import city_geobox
@@ -45,13 +45,17 @@ def test_staged_months_give_the_same_indicators_and_store(
 ) -> None:
     """Months staged on disk and read back block by block (what the flow does, #10) give
     the indicators, sites and stored values of months kept in memory — bit for bit;
-    classifying a month in blocks of rows gives the probabilities of one call."""
+    classifying a month (and making its true colour) in runs of a few pixels on a pool
+    gives the values of one run."""
     city = load_city(tiny_city.manifest)
     plan = plan_run(city, str(tiny_city.catalog), Period.parse("2025-01", "2025-06"))
     gbox = city_geobox(city)
     composites = [s2_month(plan.month_items("s2", m), gbox, m) for m in plan.months]
+    monkeypatch.setattr(classifier, "_FEATURE_BLOCK_PX", 1 << 30)  # one run a month
+    monkeypatch.setattr(evidence, "_RUN_PX", 1 << 30)
     in_memory = [pipeline.s2_month_layers(c) for c in composites]
-    monkeypatch.setattr(pipeline, "CLASSIFY_BLOCK_PX", 7 * gbox.shape[1])  # 7 rows a block
+    monkeypatch.setattr(classifier, "_FEATURE_BLOCK_PX", 7 * gbox.shape[1] + 3)  # runs of rows
+    monkeypatch.setattr(evidence, "_RUN_PX", 5 * gbox.shape[1] - 2)  # and parts of rows
     by_rows = [pipeline.s2_month_layers(c) for c in composites]
     for a, b in zip(in_memory, by_rows, strict=True):
         xr.testing.assert_identical(a, b)
