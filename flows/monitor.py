@@ -29,6 +29,7 @@ from payesh.monthly import landsat_month, viirs_month
 from payesh.parallel import (
     MONTHS_ENV,
     bound_native_memory,
+    frozen_heap,
     months_in_flight,
     release_native_memory,
     threaded_dask,
@@ -250,7 +251,8 @@ def monitor_city(
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
     # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
     # months (small) are made one at a time alongside them, not after them.
-    with staging.run_stage() as stage:
+    # the objects of the imports and the plan are left out of the run's full collections
+    with staging.run_stage() as stage, frozen_heap():
         with (
             dask_client(dask_address),
             ThreadPoolTaskRunner[Any](max_workers=1) as side,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
 import threading
@@ -18,6 +19,7 @@ __all__ = [
     "bound_native_memory",
     "default_threads",
     "distributed_client_active",
+    "frozen_heap",
     "gather",
     "gdal_cache_at_least",
     "map_all",
@@ -186,6 +188,34 @@ def release_native_memory() -> bool:
         return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+_frozen_depth = 0
+_frozen_lock = threading.Lock()
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Leave the objects that exist now (imported modules, Prefect's and the run's
+    set-up) out of Python's full garbage collections until the block ends.
+
+    A full collection walks every tracked object: ~350 000 after the flow's imports,
+    ~0.2 s each time, with the GIL held. A run makes a few (each time the objects grew
+    by a quarter), and every thread waits on them. Frozen (``gc.freeze``), the objects of
+    before are skipped; they are put back when the outermost block ends
+    (``gc.unfreeze``), so garbage among them is collected afterwards, not kept.
+    """
+    global _frozen_depth
+    with _frozen_lock:
+        _frozen_depth += 1
+        gc.freeze()
+    try:
+        yield
+    finally:
+        with _frozen_lock:
+            _frozen_depth -= 1
+            if _frozen_depth == 0:
+                gc.unfreeze()
 
 
 MONTHS_ENV = "PAYESH_S2_MONTHS_AT_ONCE"

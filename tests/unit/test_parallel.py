@@ -152,3 +152,32 @@ def test_gdal_cache_is_raised_for_reads_in_progress_and_put_back() -> None:
         assert int(get_gdal_config("GDAL_CACHEMAX")) == 40 * mb  # back, failure or not
     finally:
         set_gdal_config("GDAL_CACHEMAX", before)
+
+
+def test_frozen_heap_leaves_earlier_objects_out_until_the_outermost_block_ends() -> None:
+    """Objects made before the block are frozen (skipped by full collections) inside it,
+    also inside a nested block; the outermost block's end puts them back, so a cycle of
+    garbage made before the block is collected afterwards, not kept for ever."""
+    import gc
+    import weakref
+
+    from payesh.parallel import frozen_heap
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert gone() is not None  # frozen: not collected inside the block
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() > 0  # the inner block does not thaw the outer's
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert gone() is None
