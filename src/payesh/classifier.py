@@ -38,7 +38,7 @@ from payesh.forest import (
     forest_from_arrays,
     predict_positive,
 )
-from payesh.parallel import map_all, shared_pool
+from payesh.parallel import each_run
 
 log = logging.getLogger(__name__)
 
@@ -757,12 +757,7 @@ def _probability_planes(
         else:
             dst[valid] = prob
 
-    starts = range(0, n, _FEATURE_BLOCK_PX)
-    if len(starts) <= 1:
-        for lo in starts:
-            run(lo)
-    else:
-        map_all(shared_pool("features"), run, starts)
+    each_run(n, _FEATURE_BLOCK_PX, run, "features")
     return out.reshape(shape)
 
 

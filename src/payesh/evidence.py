@@ -29,7 +29,7 @@ from numba import njit
 
 from payesh.errors import PayeshError
 from payesh.indicators.construction import BUILTUP_THRESHOLD
-from payesh.parallel import map_all, shared_pool
+from payesh.parallel import each_run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -164,12 +164,7 @@ def _true_colour_planes(
         if gone.any():
             out[:, lo:hi][:, gone] = MISSING_GREY
 
-    starts = range(0, n, _RUN_PX)
-    if len(starts) <= 1:
-        for lo in starts:
-            run(lo)
-    else:
-        map_all(shared_pool("features"), run, starts)
+    each_run(n, _RUN_PX, run, "features")
     return out.reshape(3, *shape)
 
 

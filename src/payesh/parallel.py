@@ -19,6 +19,7 @@ __all__ = [
     "bound_native_memory",
     "default_threads",
     "distributed_client_active",
+    "each_run",
     "frozen_heap",
     "gather",
     "gdal_cache_at_least",
@@ -285,6 +286,18 @@ def shared_pool(name: str, threads: int | None = None) -> ThreadPoolExecutor:
                 max_workers=n, thread_name_prefix=f"payesh-{name}"
             )
         return _pools[(name, n)]
+
+
+def each_run(n: int, size: int, job: Callable[[int], None], pool: str) -> None:
+    """``job(lo)`` for every run of ``size`` items of ``n`` (``lo`` = 0, size, 2·size, …):
+    on this thread when there is one run, else on the process's pool ``pool``
+    (:func:`shared_pool`), waiting for all (:func:`map_all`)."""
+    starts = range(0, n, max(1, size))
+    if len(starts) <= 1:
+        for lo in starts:
+            job(lo)
+    else:
+        map_all(shared_pool(pool), job, starts)
 
 
 @contextmanager

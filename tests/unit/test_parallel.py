@@ -181,3 +181,26 @@ def test_frozen_heap_leaves_earlier_objects_out_until_the_outermost_block_ends()
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert gone() is None
+
+
+def test_each_run_calls_the_job_once_per_run_on_the_pool_or_here() -> None:
+    import threading
+
+    from payesh.parallel import each_run
+
+    seen: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def job(lo: int) -> None:
+        with lock:
+            seen.append((lo, threading.current_thread().name))
+
+    each_run(10, 4, job, "test-runs")
+    assert sorted(lo for lo, _ in seen) == [0, 4, 8]
+    assert all(name.startswith("payesh-test-runs") for _, name in seen)
+    seen.clear()
+    each_run(3, 4, job, "test-runs")  # one run: on the calling thread
+    assert seen == [(0, threading.current_thread().name)]
+    seen.clear()
+    each_run(0, 4, job, "test-runs")
+    assert seen == []
