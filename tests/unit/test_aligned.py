@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -143,3 +144,80 @@ def test_block_cache_holds_the_blocks_read_again(block: int, per_scene_mb: float
                 assert key not in seen, f"{step * 10} m block {key} read again later"
                 seen.append(key)
         assert len(seen) == (n // step // block) ** 2
+
+
+@pytest.fixture(scope="module")
+def small_tiles(tmp_path_factory: pytest.TempPathFactory) -> RunPlan:
+    """A month of a demo city written in 64 px COG blocks (the city spans 4 × 4 tiles of a
+    10 m band)."""
+    from payesh.synthetic import DemoSpec, generate_city
+
+    out = tmp_path_factory.mktemp("small-tiles")
+    spec = DemoSpec(size_km=2.0, start="2025-02", end="2025-02", seed=3, blocksize=64)
+    gen = generate_city(out, spec)
+    return plan_run(load_city(gen.manifest), str(gen.catalog), Period.parse("2025-02", "2025-02"))
+
+
+def test_tiles_decoded_by_payesh_or_by_gdal_give_the_same_month(
+    small_tiles: RunPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's COGs (DEFLATE, predictor 2) are decoded by payesh
+    (:mod:`payesh.sources.cogtiles`), each tile once, with city blocks of several tiles
+    or of parts of one and the cloud mask's halo reaching into the next tiles; with every
+    tile left to GDAL (as a sparse or damaged tile is) the month is the same."""
+    from payesh.sources import cogtiles
+
+    plan = small_tiles
+    gbox = city_geobox(plan.city)
+    month = plan.months[0]
+    items = plan.month_items("s2", month)
+    decoded: dict[tuple[str, int, int], int] = {}
+    real_decode = cogtiles.TileSource._decode
+
+    def counted(self: cogtiles.TileSource, r: int, c: int) -> Any:
+        decoded[(self.path, r, c)] = decoded.get((self.path, r, c), 0) + 1
+        return real_decode(self, r, c)
+
+    monkeypatch.setattr(cogtiles.TileSource, "_decode", counted)
+    months = {}
+    for block_px in (512, 32):  # several tiles a city block; parts of a tile
+        months[block_px] = aligned.read_s2_month_aligned(
+            _plans(items, gbox),
+            gbox,
+            month,
+            S2_REFLECTANCE,
+            buffer_px=2,
+            threads=2,
+            block_px=block_px,
+        )
+        files = {path for path, _, _ in decoded}
+        assert len(files) == 7 * len(items)  # six bands and SCL of every item
+        assert len(decoded) >= 16 * 4 * len(items)  # 4 x 4 tiles a 10 m band
+        assert set(decoded.values()) == {1}, "a tile decoded twice"
+        decoded.clear()
+    xr.testing.assert_identical(months[512], months[32])
+    ours = aligned.s2_month_aligned(items, gbox, month, bands=S2_REFLECTANCE, buffer_px=2)
+    assert set(decoded.values()) == {1}  # the checked files: SCL keeps its neighbours
+    monkeypatch.setattr(cogtiles.TileSource, "_decode", lambda self, r, c: None)  # all GDAL
+    by_gdal = aligned.s2_month_aligned(items, gbox, month, bands=S2_REFLECTANCE, buffer_px=2)
+    assert ours is not None and by_gdal is not None
+    xr.testing.assert_identical(ours, by_gdal)
+    assert int(ours["clear_count"].max()) > 0
+
+
+def _plans(items: list[Any], gbox: GeoBox) -> list[aligned.ItemPlan]:
+    """The month's read plans as :func:`aligned.s2_month_aligned` makes them for local
+    files (SCL with the halo's tile source)."""
+    keys = {b: b for b in (*S2_REFLECTANCE, "scl")}
+    plans = []
+    for item in items:
+        grids = {}
+        for band, key in keys.items():
+            src = rasterio.open(item.assets[key].get_absolute_href())
+            grid = aligned._grid_of(src, key, gbox, halo=band == "scl")
+            assert grid is not None and grid.tiles is not None
+            grids[band] = grid
+        so = {b: (1e-4, -0.1) for b in S2_REFLECTANCE}
+        nd = {b: 0.0 for b in S2_REFLECTANCE}
+        plans.append(aligned.ItemPlan(item.id, aligned._item_time(item), grids, so, nd))
+    return plans

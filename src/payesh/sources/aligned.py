@@ -44,6 +44,7 @@ from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import scl_masks as scl_bad_observed
 from payesh.parallel import default_threads, gather, gdal_cache_at_least, map_all, shared_pool
 from payesh.sources.checksum import readable_href
+from payesh.sources.cogtiles import TileSource, tile_source
 from payesh.sources.profiles import S2_SATURATED_DN
 from payesh.sources.rio_retry import is_remote, retry_rio
 
@@ -74,6 +75,8 @@ class AssetGrid:
     block_cols: int
     nodata: float | None
     dataset: Any = field(default=None, compare=False, repr=False)  # open while the month reads
+    #: the file's tiles decoded by payesh (:mod:`payesh.sources.cogtiles`); None: by GDAL
+    tiles: TileSource | None = field(default=None, compare=False, repr=False)
 
 
 @lru_cache(maxsize=256)
@@ -106,7 +109,11 @@ def _asset_grid(href: str, geobox: GeoBox) -> AssetGrid | None:
     return grid
 
 
-def _grid_of(src: Any, href: str, geobox: GeoBox) -> AssetGrid | None:
+def _grid_of(src: Any, href: str, geobox: GeoBox, *, halo: bool = False) -> AssetGrid | None:
+    """The asset's grid mapping (``None`` if not aligned); a local file's tiles are
+    decoded by payesh where :func:`~payesh.sources.cogtiles.tile_source` can. ``halo``:
+    the cloud mask's band, read with a halo into the next tiles, whose source keeps two
+    rows of the city's tiles decoded (each tile is then decoded once)."""
     if src.crs is None:
         raise SourceError(f"{href}: the raster has no CRS")
     t = src.transform
@@ -122,16 +129,20 @@ def _grid_of(src: Any, href: str, geobox: GeoBox) -> AssetGrid | None:
     cols = _centre_indices(g.c, g.a, nx, t.c, t.a)
     if rows is None or cols is None:
         return None
+    block_rows, block_cols = (int(v) for v in src.block_shapes[0])
+    inside = cols[(cols >= 0) & (cols < src.width)]
+    across = len(np.unique(inside // max(1, block_cols))) if len(inside) else 1
     return AssetGrid(
         href=href,
         rows=rows,
         cols=cols,
         height=src.height,
         width=src.width,
-        block_rows=int(src.block_shapes[0][0]),
-        block_cols=int(src.block_shapes[0][1]),
+        block_rows=block_rows,
+        block_cols=block_cols,
         nodata=src.nodata,
         dataset=src,
+        tiles=tile_source(src, keep=2 * across + 2 if halo else 1),
     )
 
 
@@ -219,7 +230,7 @@ def _checked_grids(
         for band, key in asset_keys.items():
             href = item.assets[key].get_absolute_href() or item.assets[key].href
             problem, _, src = open_checked(item, key, href, env=env)
-            grid = None if src is None else _grid_of(src, href, geobox)
+            grid = None if src is None else _grid_of(src, href, geobox, halo=band == "scl")
             if grid is None:
                 if src is not None:
                     src.close()
@@ -241,6 +252,8 @@ def close_plans(plans: Sequence[ItemPlan]) -> None:
     """Close the datasets the plans hold open."""
     for plan in plans:
         for grid in plan.grids.values():
+            if grid.tiles is not None:
+                grid.tiles.clear()
             if grid.dataset is not None:
                 grid.dataset.close()
 
@@ -259,7 +272,10 @@ def _read_raw(
     r0, c0 = int(src_rows[in_r].min()), int(src_cols[in_c].min())
     r1, c1 = int(src_rows[in_r].max()) + 1, int(src_cols[in_c].max()) + 1
     window = Window(c0, r0, c1 - c0, r1 - r0)
-    if env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
+    own = None if grid.tiles is None else grid.tiles.read(c0, r0, c1 - c0, r1 - r0)
+    if own is not None:  # decoded by payesh (local DEFLATE tiles)
+        win = own
+    elif env.get("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE") == "FALSE":  # local: no options
         win = grid.dataset.read(1, window=window)
     else:  # remote: GDAL's retries and timeouts per request, payesh's around them
         win = _read_remote(grid, window, env)
