@@ -147,13 +147,16 @@ def cached_model(path: str | Path | None = None) -> BuiltupModel:
 
 
 def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) -> xr.Dataset:
-    """What a run keeps of a Sentinel-2 month: ``builtup_prob``, ``true_colour``, the counts.
+    """What a run keeps of a Sentinel-2 month: ``builtup_prob``, ``true_colour`` and
+    ``clear_count``.
 
     Classifying each month as soon as its composite exists lets the run drop the six
-    reflectance bands (24 bytes a pixel) and keep 11 bytes a pixel per month; the
+    reflectance bands (24 bytes a pixel) and keep 9 bytes a pixel per month; the
     probability is pixel-local, so this equals classifying the year's cube at once.
     ``true_colour`` (uint8 red/green/blue, :func:`payesh.evidence.true_colour_layer`) is
-    what the sites' evidence chips show.
+    what the sites' evidence chips show; ``clear_count`` gives ``valid_fraction``. The
+    composite's ``obs_count`` is not kept: nothing after the month reads it (staged, it
+    was 2 of 11 bytes a pixel written and never read back).
     """
     model = model or cached_model()
     bare = composite.copy()
@@ -161,7 +164,6 @@ def s2_month_layers(composite: xr.Dataset, model: BuiltupModel | None = None) ->
     prob = builtup_probability(bare, model)  # runs of pixels on a pool of its own
     out = xr.Dataset(
         {"builtup_prob": prob, "clear_count": composite["clear_count"]}
-        | ({"obs_count": composite["obs_count"]} if "obs_count" in composite else {})
         | {TRUE_COLOUR: true_colour_layer(bare)}
     )
     out.attrs = dict(composite.attrs)

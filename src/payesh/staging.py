@@ -2,8 +2,8 @@
 
 A run classifies each Sentinel-2 month as soon as its composite exists
 (:func:`payesh.pipeline.s2_month_layers`) and keeps ``builtup_prob``, ``true_colour`` and
-the counts: 11 bytes a pixel a month. Kept in memory until the indicators, a year of them
-grows with the city (about 760 MB at 24 km). Instead, each month is written to a staging
+``clear_count``: 9 bytes a pixel a month. Kept in memory until the indicators, a year of
+them grows with the city (about 620 MB at 24 km). Instead, each month is written to a staging
 folder the moment it is made, and what comes after — persistence, sites, tile
 indicators, the commit, the evidence chips — reads the months back block by block
 (Dask, chunks of whole tiles), so the memory a run needs is that of one month and one
