@@ -258,19 +258,35 @@ def monitor_city(
             ThreadPoolTaskRunner[Any](max_workers=1) as side,
             ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,
         ):
-            futures = {
-                key: [side.submit(task, {"plan": plan, "month": m, **month_params}) for m in months]
+            # a Landsat and a VIIRS month (~0.2 s of one thread) are made beside each
+            # Sentinel-2 month, not all 24 beside the first: they fill the cores' gaps
+            others = [
+                (key, task)
                 for key, task in (("landsat", landsat_month_task), ("viirs", viirs_month_task))
                 if key in plan.items
-            }
+            ]
+            side_futures: dict[str, list[Any]] = {key: [] for key, _ in others}
+
+            def submit_side(month: pd.Timestamp) -> None:
+                for key, task in others:
+                    job = {"plan": plan, "month": month, **month_params}
+                    side_futures[key].append(side.submit(task, job))
+
+            monthly: dict[str, list[xr.Dataset]] = {}
             if "s2" in plan.items:
                 params = {"plan": plan, "stage": str(stage), **month_params}
-                futures = {
-                    "s2": [s2.submit(s2_month_task, {**params, "month": m}) for m in months],
-                    **futures,
-                }
-            monthly: dict[str, list[xr.Dataset]] = {}
-            for key, pending in futures.items():
+                s2_futures = [s2.submit(s2_month_task, {**params, "month": m}) for m in months]
+                submit_side(months[0])
+                monthly["s2"] = []
+                for i, future in enumerate(s2_futures):
+                    monthly["s2"].append(future.result())
+                    report("s2: load, mask, composite", i + 1, len(months))
+                    if i + 1 < len(months):
+                        submit_side(months[i + 1])
+            else:
+                for m in months:
+                    submit_side(m)
+            for key, pending in side_futures.items():
                 monthly[key] = []
                 for i, future in enumerate(pending):
                     monthly[key].append(future.result())

@@ -119,3 +119,9 @@ def test_months_made_at_once_give_the_same_store(
     assert any(b[0] < a[1] for a, b in itertools.pairwise(s2)), "no two S2 months overlapped"
     first_landsat = spans["landsat-month"][0][0]
     assert first_landsat < s2[-1][1], "Landsat waited for every Sentinel-2 month"
+    # paced: Landsat's month k + 1 starts once Sentinel-2's month k is made (one beside
+    # each, not all beside the first); both are taken up in the order of their months
+    landsat = spans["landsat-month"]
+    assert len(landsat) == len(s2)
+    for k in range(len(s2) - 1):
+        assert landsat[k + 1][0] >= s2[k][1], f"Landsat month {k + 1} ran ahead of its turn"
