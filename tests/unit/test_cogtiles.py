@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from payesh.errors import SourceError
 from payesh.sources.cogtiles import TileSource, tile_source
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata"
@@ -151,10 +153,9 @@ def test_what_payesh_does_not_decode_is_left_to_gdal(
         assert tile_source(src) is None
 
 
-def test_sparse_and_damaged_tiles_are_read_by_gdal(tmp_path: Path) -> None:
-    """A tile the file does not hold (sparse) or whose bytes do not inflate gives ``None``
-    (the aligned reader then asks GDAL, which fills the one and reports the other); the
-    tiles around them are still decoded."""
+def test_sparse_tiles_are_read_by_gdal(tmp_path: Path) -> None:
+    """A tile the file does not hold (sparse) gives ``None``: the aligned reader then asks
+    GDAL, which fills it; the tiles around it are still decoded."""
     with rasterio.open(ZAGREB / "B04.tif") as src:
         data = src.read(1)
         profile = src.profile | {
@@ -175,15 +176,55 @@ def test_sparse_and_damaged_tiles_are_read_by_gdal(tmp_path: Path) -> None:
         np.testing.assert_array_equal(tiles.read(0, 0, 256, 256), data[:256, :256])
         assert tiles.read(256, 0, 10, 10) is None  # never written
         assert tiles.read(250, 0, 10, 10) is None  # crosses into it
-        offset = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
-        size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
-    raw = bytearray(path.read_bytes())
-    raw[offset + size // 2] ^= 0xFF
-    broken = tmp_path / "broken.tif"
-    broken.write_bytes(bytes(raw))
-    with rasterio.open(broken) as src:
+
+
+def test_a_flipped_bit_in_a_tile_is_an_error_never_wrong_pixels(tmp_path: Path) -> None:
+    """Single-bit flips in a tile's bytes: payesh's read either raises one SourceError
+    naming the file and the tile (the stream or its Adler-32 fails) or, never, returns
+    pixels other than the file's. (GDAL stops inflating when the tile is full, before
+    the checksum, and mostly returns altered pixels without an error: it is not asked.)"""
+    path = _rewrite(
+        ZAGREB / "B04.tif",
+        tmp_path / "b.tif",
+        compress="deflate",
+        predictor=2,
+        blockxsize=256,
+        blockysize=256,
+    )
+    with rasterio.open(path) as src:
+        want = src.read(1, window=Window(256, 256, 256, 256))
+        offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    good = path.read_bytes()
+    rng = np.random.default_rng(7)
+    raised = 0
+    for n, bit in enumerate(rng.integers(0, size * 8, 25)):
+        raw = bytearray(good)
+        raw[offset + int(bit) // 8] ^= 1 << (int(bit) % 8)
+        broken = tmp_path / f"broken-{n}.tif"
+        broken.write_bytes(bytes(raw))
+        with rasterio.open(broken) as src:
+            tiles = tile_source(src)
+            assert tiles is not None
+            try:
+                got = tiles.read(256, 256, 256, 256)
+            except SourceError as err:
+                assert str(broken) in str(err) and "row 1, column 1" in str(err)
+                raised += 1
+                continue
+        assert got is not None
+        np.testing.assert_array_equal(got, want)  # a flip that changed nothing decoded
+    assert raised >= 20
+
+
+def test_a_stream_longer_than_a_tile_is_left_to_gdal(tmp_path: Path) -> None:
+    """Some writers' last strip inflates to more than a strip: libtiff accepts it, so
+    payesh hands it to GDAL; bytes that do not inflate at all are an error."""
+    path = _rewrite(ZAGREB / "SCL.tif", tmp_path / "s.tif", compress="deflate")
+    with rasterio.open(path) as src:
         tiles = tile_source(src)
         assert tiles is not None
-        assert tiles.read(0, 0, 256, 256) is None
-        with pytest.raises(rasterio.errors.RasterioIOError):
-            src.read(1, window=Window(0, 0, 256, 256))  # what the run then reports
+        nbytes = tiles.tile_h * tiles.tile_w
+        tiles._check_longer(0, 0, zlib.compress(bytes(nbytes + 100)), nbytes)  # no error
+        with pytest.raises(SourceError, match="tile \\(row 0, column 0\\) is damaged"):
+            tiles._check_longer(0, 0, b"not a zlib stream", nbytes)

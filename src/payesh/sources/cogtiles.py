@@ -13,8 +13,13 @@ predictor 1 or 2, 8- or 16-bit integers) — what Sentinel-2 L2A and Landsat Col
 gives it: ``BLOCK_OFFSET_x_y`` in its ``TIFF`` metadata domain), decodes them with
 libdeflate (the ``deflate`` package; it releases the GIL) and undoes the predictor in a
 compiled loop. Anything else (a remote file, another codec, a sparse or short tile, a
-tile libdeflate refuses) is read by GDAL, which then raises what it raises for a damaged
-file: the errors a run reports are GDAL's either way.
+stream that inflates to more than a tile) is read by GDAL.
+
+A tile whose bytes do not inflate — a damaged stream, or one whose Adler-32 does not
+match what it inflates to — raises :class:`~payesh.errors.SourceError` naming the file
+and the tile. GDAL is not asked again: it stops inflating when a tile's output is full,
+before the stream's checksum, so a flipped bit in a tile's data mostly decodes there
+into wrong pixels without an error (docs/reliability-faults.md).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 import deflate
 import numpy as np
 from numba import njit
+
+from payesh.errors import SourceError
 
 __all__ = ["TileSource", "tile_source"]
 
@@ -97,7 +104,8 @@ class TileSource:
         try:
             buf = deflate.zlib_decompress(raw, nbytes)
         except deflate.DeflateError:
-            return None  # damaged tile: GDAL's read reports it
+            self._check_longer(r, c, raw, nbytes)
+            return None  # a stream longer than a tile: GDAL reads it as libtiff allows
         if len(buf) != nbytes:
             return None  # a short tile (some writers' bottom row): GDAL pads it
         tile = np.frombuffer(buf, dtype=self.dtype).reshape(self.tile_h, self.tile_w)
@@ -106,6 +114,18 @@ class TileSource:
         tile.flags.writeable = False
         self.decoded += 1
         return tile
+
+    def _check_longer(self, r: int, c: int, raw: bytes, nbytes: int) -> None:
+        """Pass for a stream that inflates to more than a tile (some writers' last
+        strips: libtiff accepts them, so GDAL reads it); raise :class:`SourceError` for a
+        damaged one."""
+        try:
+            deflate.zlib_decompress(raw, 2 * nbytes + 1024)
+        except deflate.DeflateError:
+            raise SourceError(
+                f"{self.path}: tile (row {r}, column {c}) is damaged: its {len(raw)} bytes "
+                "do not inflate, or not to what its checksum says (a corrupt or altered file)"
+            ) from None
 
     def _tile(self, r: int, c: int) -> np.ndarray | None:
         with self._lock:
