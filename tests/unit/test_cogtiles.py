@@ -32,6 +32,18 @@ def _rewrite(src_path: Path, out: Path, **options: Any) -> Path:
     return out
 
 
+def _red_in_256px_tiles(tmp_path: Path) -> Path:
+    """Zagreb's red band (uint16) deflated with the predictor in 256 px tiles."""
+    return _rewrite(
+        ZAGREB / "B04.tif",
+        tmp_path / "b.tif",
+        compress="deflate",
+        predictor=2,
+        blockxsize=256,
+        blockysize=256,
+    )
+
+
 def _windows(height: int, width: int, tile: int, rng: np.random.Generator) -> list[Window]:
     """Every tile's window, windows across tile edges, the bottom and right edges, and
     random ones."""
@@ -106,14 +118,7 @@ def test_real_night_light_coverage_and_landcover_files() -> None:
 
 
 def test_a_tile_is_decoded_once_while_kept(tmp_path: Path) -> None:
-    path = _rewrite(
-        ZAGREB / "B04.tif",
-        tmp_path / "b.tif",
-        compress="deflate",
-        predictor=2,
-        blockxsize=256,
-        blockysize=256,
-    )
+    path = _red_in_256px_tiles(tmp_path)
     with rasterio.open(path) as src:
         tiles = tile_source(src, keep=1)
         assert tiles is not None
@@ -183,14 +188,7 @@ def test_a_flipped_bit_in_a_tile_is_an_error_never_wrong_pixels(tmp_path: Path) 
     naming the file and the tile (the stream or its Adler-32 fails) or, never, returns
     pixels other than the file's. (GDAL stops inflating when the tile is full, before
     the checksum, and mostly returns altered pixels without an error: it is not asked.)"""
-    path = _rewrite(
-        ZAGREB / "B04.tif",
-        tmp_path / "b.tif",
-        compress="deflate",
-        predictor=2,
-        blockxsize=256,
-        blockysize=256,
-    )
+    path = _red_in_256px_tiles(tmp_path)
     with rasterio.open(path) as src:
         want = src.read(1, window=Window(256, 256, 256, 256))
         offset = int(src.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
