@@ -23,8 +23,7 @@ per city: ``<product>-<YYYY-MM>-<key>.stage``, written under a temporary name an
 when complete, so a crash never leaves a half month that looks whole. After a committed
 run, a city's months that the run did not use and that no run used for a day are deleted
 (:func:`prune`): the cache holds about one window per city (9 bytes a pixel-month of
-Sentinel-2: ~39 MB for the 6 km benchmark city-year, 47 MB measured when the months also
-kept their 2-byte ``obs_count``; ~620 MB at 24 km).
+Sentinel-2: 39 MB for the 6 km benchmark city-year, measured; ~620 MB at 24 km).
 ``PAYESH_MONTH_CACHE=off`` turns it off.
 """
 

@@ -8,8 +8,8 @@ array. On a month of the 24 km bench city (6 scenes, 42 files of 512 px tiles) r
 every tile took 0.95 CPU-s through GDAL and 0.51 CPU-s this way, with identical values.
 
 For a local, single-band, little-endian TIFF compressed with DEFLATE (tiles or strips,
-predictor 1 or 2, 8- or 16-bit integers) — what Sentinel-2 L2A and Landsat Collection 2 COGs are —
-:class:`TileSource` reads each tile's bytes where the TIFF's tile table says (as GDAL
+predictor 1 or 2, 8- or 16-bit integers; what Sentinel-2 L2A and Landsat Collection 2
+COGs are), :class:`TileSource` reads each tile's bytes where the TIFF's tile table says (as GDAL
 gives it: ``BLOCK_OFFSET_x_y`` in its ``TIFF`` metadata domain), decodes them with
 libdeflate (the ``deflate`` package; it releases the GIL) and undoes the predictor in a
 compiled loop. Anything else (a remote file, another codec, a sparse or short tile, a
@@ -48,8 +48,8 @@ def _undo_horizontal(a: np.ndarray) -> None:  # pragma: no cover - compiled
         row = a[i]
         acc = row[0]
         for j in range(1, m):
-            acc += row[j]  # unsigned: wraps as the predictor's differences did
-            row[j] = acc
+            acc += row[j]
+            row[j] = acc  # stored modulo 2**bits, as the predictor's differences were
 
 
 class TileSource:
@@ -124,7 +124,8 @@ class TileSource:
         except deflate.DeflateError:
             raise SourceError(
                 f"{self.path}: tile (row {r}, column {c}) is damaged: its {len(raw)} bytes "
-                "do not inflate, or not to what its checksum says (a corrupt or altered file)"
+                "do not inflate, or not to what its checksum says (a corrupt or altered "
+                "file); fetch the file again from its provider, or leave its item out"
             ) from None
 
     def _tile(self, r: int, c: int) -> np.ndarray | None:
