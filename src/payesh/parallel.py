@@ -11,9 +11,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from payesh.errors import PayeshError
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "bound_native_memory",
@@ -28,9 +31,11 @@ __all__ = [
     "release_native_memory",
     "shared_pool",
     "usable_cores",
+    "whole_along",
 ]
 
 T = TypeVar("T")
+X = TypeVar("X", "xr.DataArray", "xr.Dataset")
 
 GDAL_CACHE_MB = 16
 """GDAL's block cache for a run, MB, between a month's aligned reads. Each month's read
@@ -320,6 +325,31 @@ def threaded_dask() -> Iterator[None]:
     }
     with dask.config.set(settings):
         yield
+
+
+def whole_along(obj: X, *dims: str) -> X:
+    """``obj`` with each of ``dims`` in one Dask chunk, its other chunks (and its
+    coordinates) as they were; ``obj`` itself when it is not on Dask.
+
+    For ``xr.apply_ufunc`` over core dimensions (``time`` for a pixel's year). Handed
+    blocks split along a core dimension, Dask's ``allow_rechunk`` merges them and, to keep
+    a block's bytes, splits the other dimensions: a 24 km city's staged year (500 px
+    blocks, a month each) became 361 blocks of 125 px and ~8 700 rechunk tasks, 1.5
+    CPU-s of scheduling around 0.2 s of work.
+    """
+    import xarray as xr
+
+    def joined(var: xr.DataArray) -> xr.DataArray:
+        axes = {var.dims.index(d): -1 for d in dims if d in var.dims}
+        if var.chunks is None or not axes:
+            return var
+        # the data only: ``.chunk`` would put the coordinates on Dask too, and merging
+        # results would then compute them to compare them
+        return var.copy(deep=False, data=var.data.rechunk(axes))
+
+    if isinstance(obj, xr.Dataset):
+        return obj.assign({name: joined(var) for name, var in obj.data_vars.items()})
+    return joined(obj)
 
 
 def gather(futures: Sequence[Future[T]]) -> list[T]:

@@ -176,6 +176,22 @@ def test_dask_matches_numpy_and_is_lazy() -> None:
     xr.testing.assert_allclose(eager, lazy.compute())
 
 
+def test_months_in_chunks_of_their_own_keep_their_blocks() -> None:
+    # a year as the store holds it (a month per chunk): the time axis is joined block by
+    # block, the spatial blocks stay as they were (Dask's own rechunk split them into
+    # quarters, and 12 monthly blocks of a 24 km city into ~8 700 rechunk tasks)
+    tg = _tg()
+    prob = _prob_cube(tg)
+    monthly = prob.chunk({"time": 1, "y": 50, "x": 100})
+    out = persistence(monthly)
+    assert out["first_seen"].chunks == monthly.chunks[1:]
+    assert out["mean_prob_since"].chunks == monthly.chunks[1:]
+    blocks = len(monthly.data.blocks.ravel()) // prob.sizes["time"]
+    tasks = len(dict(out["first_seen"].data.__dask_graph__()))
+    assert tasks <= 4 * prob.sizes["time"] * blocks  # reads, the join, the kernel: no splits
+    xr.testing.assert_identical(out.compute(), persistence(prob))
+
+
 def test_persistence_in_batches_gives_first_seen_and_the_mean_since() -> None:
     tg = _tg()
     prob = _prob_cube(tg)

@@ -204,3 +204,23 @@ def test_each_run_calls_the_job_once_per_run_on_the_pool_or_here() -> None:
     seen.clear()
     each_run(0, 4, job, "test-runs")
     assert seen == []
+
+
+def test_whole_along_joins_the_named_dims_and_leaves_the_rest() -> None:
+    import numpy as np
+    import xarray as xr
+
+    da = xr.DataArray(
+        np.arange(4 * 6 * 8.0).reshape(4, 6, 8),
+        dims=("time", "y", "x"),
+        coords={"lat": (("y", "x"), np.ones((6, 8)))},
+    )
+    assert parallel.whole_along(da, "time") is da  # numpy: nothing to chunk
+    chunked = da.chunk({"time": 1, "y": 3, "x": 4})
+    joined = parallel.whole_along(chunked, "time")
+    assert joined.chunks == ((4,), (3, 3), (4, 4))
+    assert joined["lat"].data is chunked["lat"].data  # the coordinates as they were
+    assert parallel.whole_along(chunked, "y", "x").chunks == ((1,) * 4, (6,), (8,))
+    ds = parallel.whole_along(chunked.to_dataset(name="v"), "time")
+    assert ds["v"].chunks == joined.chunks
+    xr.testing.assert_identical(joined.compute(), da)

@@ -31,6 +31,7 @@ from payesh.indicators.tiles import (
     tile_counts,
     whole_tiles,
 )
+from payesh.parallel import whole_along
 from payesh.records import NoPermitsWarning
 
 __all__ = [
@@ -259,12 +260,11 @@ def _persistence(
     dtypes = [np.dtype("datetime64[ns]")] + ([np.dtype("float32")] if with_mean else [])
     out = xr.apply_ufunc(
         _persistence_kernel,
-        prob,
+        whole_along(prob, "time"),
         input_core_dims=[["time"]],
         output_core_dims=[[] for _ in dtypes],
         dask="parallelized",
         output_dtypes=dtypes,
-        dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs={
             "times": times,
             "threshold": float(threshold),
@@ -366,12 +366,11 @@ def _mean_prob_since(prob: xr.DataArray, first_seen: np.ndarray) -> np.ndarray:
         fs = fs.chunk({d: spatial[d] for d in fs.dims})
     mean = xr.apply_ufunc(
         _mean_since_kernel,
-        prob,
+        whole_along(prob, "time"),
         fs,
         input_core_dims=[["time"], []],
         dask="parallelized",
         output_dtypes=[np.dtype("float32")],
-        dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs={"times": prob["time"].values.astype("datetime64[ns]")},
     )
     return np.asarray(mean.values)

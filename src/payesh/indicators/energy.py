@@ -27,6 +27,7 @@ from payesh import nanops
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid
 from payesh.indicators.tiles import spatial_dims, tile_coords_dataset, tile_reduce
+from payesh.parallel import whole_along
 
 __all__ = [
     "CV_BLOCK_MONTHS",
@@ -376,12 +377,11 @@ def _anomaly_kernel(
 def _time_ufunc(func: Any, *arrays: xr.DataArray, **kwargs: Any) -> xr.DataArray:
     return xr.apply_ufunc(
         func,
-        *arrays,
+        *(whole_along(a, "time") for a in arrays),
         input_core_dims=[["time"]] * len(arrays),
         output_core_dims=[["time"]],
         dask="parallelized",
         output_dtypes=["float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs=kwargs,
     ).transpose(*arrays[0].dims)
 
@@ -439,13 +439,12 @@ def ntl_baseline(
     vf = _anomaly_coverage(ntl_sum, valid_fraction, min_valid)
     med, scale = xr.apply_ufunc(
         _baseline_kernel,
-        ntl_sum,
-        vf,
+        whole_along(ntl_sum, "time"),
+        whole_along(vf, "time"),
         input_core_dims=[["time"], ["time"]],
         output_core_dims=[["time"], ["time"]],
         dask="parallelized",
         output_dtypes=["float32", "float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs={
             "months": _calendar_months(ntl_sum["time"].values),
             "min_valid": float(min_valid),
@@ -587,12 +586,11 @@ def ntl_trend(ntl_sum: xr.DataArray, *, min_points: int = 4) -> xr.Dataset:
     years = (t - t[0]) / (86400e9 * _DAYS_PER_YEAR)
     slope, p = xr.apply_ufunc(
         _trend_kernel,
-        ntl_sum,
+        whole_along(ntl_sum, "time"),
         input_core_dims=[["time"]],
         output_core_dims=[[], []],
         dask="parallelized",
         output_dtypes=["float32", "float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
         kwargs={"years": years, "min_points": int(min_points)},
     )
     units = ntl_sum.attrs.get("units", "nW cm-2 sr-1 (pixel-weighted sum)")
@@ -623,11 +621,10 @@ def _median_over(da: xr.DataArray, dims: list[str]) -> xr.DataArray:
     """Median over the two spatial ``dims`` of each month (NaN where all missing)."""
     return xr.apply_ufunc(
         _nanmedian_2d,
-        da,
+        whole_along(da, *dims),
         input_core_dims=[dims],
         dask="parallelized",
         output_dtypes=["float32"],
-        dask_gufunc_kwargs={"allow_rechunk": True},
     )
 
 
