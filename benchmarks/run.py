@@ -16,7 +16,9 @@ cores:
    the share of thread time per stage sampled from the stacks (``sampler.py``);
 3. **notebook peer** — ``peers/notebook_peer.py``: odc-stac + xarray + Dask, N threads;
 
-and records wall time and peak memory of each. It prints a table and the ratios, and
+and records wall time and peak memory of each. Each starts with the city's files in the
+page cache (read once before it, untimed; ``--cold``: dropped from it instead), so that
+none of them times disk reads another did not (``pagecache.py``). It prints a table and the ratios, and
 appends everything, with the machine it ran on, to
 ``benchmarks/results/<date>-<host>-<n>cores.json``. ``--scaling`` runs the floor and
 the flow at one size for each thread count instead, and reports the speed-up.
@@ -44,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import pagecache  # noqa: E402
 from cities import bench_city  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -325,10 +328,24 @@ def run_size(size: float, args: argparse.Namespace, threads: int, peer: bool) ->
     work.mkdir(parents=True)
     common = _child_args(gen, args, threads)
     children = str(HERE / "children.py")
+    files = pagecache.city_files(gen.catalog)
+
+    def cache_ready() -> float | None:
+        """The same page-cache state before each measurement (see pagecache.py)."""
+        if args.cold:
+            pagecache.evict(files)
+        else:
+            pagecache.warm(files)
+        return pagecache.cached_fraction(files)
+
+    cached = cache_ready()
     floor = spawn("floor", [children, "floor", *common], threads, work)
+    floor["page_cache_before"] = cached
     print(f"  decode floor  {floor['seconds']:8.2f} s", flush=True)
     argv = [children, "flow", *common, "--store", str(work / "store")]
+    cached = cache_ready()
     flow = spawn_flow("flow", argv, threads, work)
+    flow["page_cache_before"] = cached
     print(f"  payesh flow   {flow['seconds']:8.2f} s", flush=True)
     row: dict[str, Any] = {
         "size_km": size,
@@ -343,7 +360,9 @@ def run_size(size: float, args: argparse.Namespace, threads: int, peer: bool) ->
     }
     if peer:
         peer_py = str(HERE / "peers" / "notebook_peer.py")
+        cached = cache_ready()
         res = spawn("peer", [peer_py, *common, "--out", str(work / "peer")], threads, work)
+        res["page_cache_before"] = cached
         print(f"  notebook peer {res['seconds']:8.2f} s", flush=True)
         row["peer"] = res
     if not args.keep:
@@ -463,6 +482,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--note", default="", help="free text stored with the results")
     p.add_argument("--no-warm-up", action="store_true", help="skip the unrecorded first flow run")
     p.add_argument(
+        "--cold",
+        action="store_true",
+        help="start each measurement with the city's files out of the page cache (disk "
+        "reads included); default: every measurement starts with them all cached",
+    )
+    p.add_argument(
         "--prefect",
         choices=["server", "temporary"],
         default="server",
@@ -486,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         "note": args.note,
         "git": _git_head(),
         "prefect": args.prefect,
+        "page_cache": "cold" if args.cold else "warm",
     }
     if args.prefect == "server":
         WORK.mkdir(parents=True, exist_ok=True)

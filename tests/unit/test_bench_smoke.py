@@ -4,7 +4,8 @@
 * the notebook peer (``benchmarks/peers/notebook_peer.py``) computes the same built-up
   probability and ``builtup_fraction`` as payesh on a small city, so that comparing
   their speed compares the same work;
-* the stage sampler files CPU time under the stage of the code that used it.
+* the stage sampler files CPU time under the stage of the code that used it;
+* each measurement starts with the city's files cached (or evicted, ``--cold``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ sys.path[:0] = [str(BENCH), str(BENCH / "peers")]
 
 import notebook_peer  # noqa: E402
 
+import pagecache  # noqa: E402
 import sampler  # noqa: E402
 
 START, END = "2025-06", "2025-06"
@@ -149,3 +151,34 @@ def test_sampler_files_cpu_under_the_right_stage() -> None:
     cpu = s.report()["cpu_seconds"]
     assert cpu.get("mask", 0.0) > 0.25
     assert cpu.get("mask", 0.0) > 3 * sum(v for k, v in cpu.items() if k != "mask")
+
+
+def _filesystem_of(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (longest mount point above it)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        mount, fs = line.split()[1], line.split()[2]
+        if str(path).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+            best, kind = mount, fs
+    return kind
+
+
+def test_page_cache_made_warm_or_cold_before_a_measurement(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    (catalog / "item").mkdir(parents=True)
+    blob = catalog / "item" / "B04.tif"
+    for path, data in ((catalog / "catalog.json", b"{}"), (blob, os.urandom(4 << 20))):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # clean pages: the only ones the kernel may drop
+    files = pagecache.city_files(catalog / "catalog.json")
+    assert files == [catalog / "catalog.json", blob]
+    assert pagecache.warm(files) == (4 << 20) + 2
+    assert pagecache.cached_fraction(files) == 1.0
+    pagecache.evict(files)
+    # tmpfs pages are the file itself: nothing to drop; anywhere else, all dropped
+    expected = 1.0 if _filesystem_of(blob) == "tmpfs" else 0.0
+    assert pagecache.cached_fraction(files) == expected
+    pagecache.warm(files)
+    assert pagecache.cached_fraction(files) == 1.0
