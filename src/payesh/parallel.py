@@ -334,8 +334,8 @@ def whole_along(obj: X, *dims: str) -> X:
     For ``xr.apply_ufunc`` over core dimensions (``time`` for a pixel's year). Handed
     blocks split along a core dimension, Dask's ``allow_rechunk`` merges them and, to keep
     a block's bytes, splits the other dimensions: a 24 km city's staged year (500 px
-    blocks, a month each) became 361 blocks of 125 px and ~8 700 rechunk tasks, 1.5
-    CPU-s of scheduling around 0.2 s of work.
+    blocks, a month each) became 361 blocks of 125 px and ~8 700 rechunk tasks, and
+    ``persistence`` over it took 1.8–2.1 s (2.0–2.3 CPU-s) against 0.34–0.42 s joined.
     """
     import xarray as xr
 

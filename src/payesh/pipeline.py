@@ -39,7 +39,7 @@ from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction, energy
 from payesh.indicators.tiles import pixels_per_tile, tile_coords_dataset, tile_counts
 from payesh.monthly import s2_month
-from payesh.parallel import release_native_memory
+from payesh.parallel import release_native_memory, whole_along
 from payesh.plan import RunPlan
 from payesh.records import read_consumption, read_permits
 from payesh.sites_io import SITE_COLUMNS
@@ -342,8 +342,7 @@ def compute_indicators(
     if monthly.s2 is not None:
         if "builtup_prob" in monthly.s2:  # classified month by month (s2_month_layers)
             stored = prob = monthly.s2["builtup_prob"]
-            if prob.chunks is not None:  # staged months (payesh.staging): whole years per block
-                prob = prob.chunk({"time": -1})
+            prob = whole_along(prob, "time")  # staged months: whole years per block
             version = str(prob.attrs.get("model_version", ""))
             if model is not None and model.version != version:
                 raise PayeshError(
