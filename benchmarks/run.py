@@ -49,8 +49,8 @@ sys.path.insert(0, str(HERE))
 import pagecache  # noqa: E402
 from cities import bench_city  # noqa: E402
 
-RESULTS = HERE / "results"
-WORK = ROOT / "data" / "bench" / "runs"
+RESULTS = HERE / "results"  # --results
+WORK = ROOT / "data" / "bench" / "runs"  # --work: stores, logs, the Prefect server's home
 
 
 # ------------------------------------------------------------------ machine and children
@@ -454,6 +454,7 @@ def print_table(rows: list[dict[str, Any]], rat: dict[str, Any]) -> None:
 
 
 def record(entry: dict[str, Any], mach: dict[str, Any]) -> Path:
+    """Append ``entry`` to the day's results file of this machine in :data:`RESULTS`."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in mach["host"]) or "host"
     path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{host}-{mach['cpu_count']}cores.json"
@@ -467,6 +468,7 @@ def record(entry: dict[str, Any], mach: dict[str, Any]) -> Path:
 
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
+    global SERVER, RESULTS, WORK
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--sizes", type=float, nargs="+", default=[6.0, 12.0, 24.0], help="km")
     default_threads = max(1, min(4, os.cpu_count() or 1))  # as flows/monitor.py sizes Dask
@@ -480,6 +482,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-peer", action="store_true", help="skip the notebook peer")
     p.add_argument("--keep", action="store_true", help="keep the stores written")
     p.add_argument("--note", default="", help="free text stored with the results")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="folder of the results files (default: benchmarks/results)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=WORK,
+        help="folder of the runs' stores and logs (default: data/bench/runs)",
+    )
     p.add_argument("--no-warm-up", action="store_true", help="skip the unrecorded first flow run")
     p.add_argument(
         "--cold",
@@ -495,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         "temporary server a flow run starts in its own process",
     )
     args = p.parse_args(argv)
-    global SERVER
+    RESULTS, WORK = args.results.resolve(), args.work.resolve()
 
     mach = machine()
     print(
@@ -524,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
             SERVER = None
     mach["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = record(entry, mach)
-    print(f"recorded in {path.relative_to(ROOT)}")
+    print(f"recorded in {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 def _measure(args: argparse.Namespace, entry: dict[str, Any]) -> None:
