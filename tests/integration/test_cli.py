@@ -194,3 +194,27 @@ def test_export_from_store(
         str(tmp_path / "empty"),
     )
     assert_one_clear_line(proc, "khoy")
+
+
+def test_demo_as_the_readme_runs_it(tmp_path: Path) -> None:
+    """``make demo``'s command, whole: a city generated offline, monitored through a
+    Prefect flow run, committed, mapped, exported and scored against its truth."""
+    out = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    proc = payesh("demo", "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = proc.stdout
+    assert "16 tiles × 12 months (2025-01..2025-12)" in text
+    assert "snapshot " in text and str(out / "store") in text
+    # the scenario's unregistered load is flagged, and the sites are scored against truth
+    load = next(line for line in text.splitlines() if line.startswith("Unregistered load"))
+    assert load.endswith("(found)"), load
+    assert "sites found:" in text and "precision" in text
+    assert "Electricity estimate — city total" in text and "MWh" in text
+    png = out / "overview.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    exports = out / "exports"
+    assert (exports / "demo-tiles.csv").read_text().startswith("tile,time,")
+    assert '"FeatureCollection"' in (exports / "demo-sites.geojson").read_text()
+    assert any((exports / "evidence").iterdir())
+    assert (out / "store" / "demo").is_dir()
