@@ -9,6 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from payesh import nanops
+from payesh.parallel import whole_along
 
 __all__ = ["month_starts", "monthly_composite"]
 
@@ -62,9 +63,7 @@ def monthly_composite(
             empty["obs_count"] = xr.zeros_like(template[bands[0]], dtype="int16")
             parts.append(empty)
             continue
-        sub = ds.isel(time=idx)
-        if sub.chunks:
-            sub = sub.chunk({"time": -1})
+        sub = whole_along(ds.isel(time=idx), "time")  # a pixel's scenes in one block
         reduced = xr.apply_ufunc(
             _nan_reduce,
             sub[list(bands)],
