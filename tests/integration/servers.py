@@ -170,6 +170,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        with self.server.in_flight():
+            if self.server.latency_s:
+                time.sleep(self.server.latency_s)  # the round trip to a distant provider
+            self._answer()
+
+    def _answer(self) -> None:
         body = b""
         length = int(self.headers.get("Content-Length") or 0)
         if length:
@@ -377,6 +383,23 @@ class FaultyServer(ThreadingHTTPServer):
         #: header -> value every request must carry, else 403 AccessDenied, as S3 answers
         #: a requester-pays bucket's reader who does not say ``x-amz-request-payer``
         self.required_headers: dict[str, str] = {}
+        #: seconds each request waits before it is answered (a distant provider's latency)
+        self.latency_s = 0.0
+        #: the most requests being answered at once since :meth:`reset`
+        self.most_in_flight = 0
+        self._in_flight = 0
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a request as being answered while the block runs."""
+        with self._hits_lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._hits_lock:
+                self._in_flight -= 1
 
     @property
     def port(self) -> int:
@@ -392,9 +415,12 @@ class FaultyServer(ThreadingHTTPServer):
             self.hits.append(hit)
 
     def reset(self) -> FaultyServer:
-        """No faults scheduled and an empty request log; returns the server."""
+        """No faults scheduled, no latency, an empty request log; returns the server."""
         self.faults.clear()
         self.take_hits()
+        self.latency_s = 0.0
+        with self._hits_lock:
+            self.most_in_flight = 0
         return self
 
     def take_hits(self) -> list[Hit]:

@@ -22,8 +22,8 @@ from servers import FaultyServer, flip_one_tile_byte, multihash_sha256
 
 from payesh.city import load_city
 from payesh.errors import SourceError
-from payesh.grid import city_geobox
-from payesh.monthly import s2_month
+from payesh.grid import aligned_geobox, city_geobox
+from payesh.monthly import landsat_month, s2_month
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
 from payesh.sources.checksum import parse_multihash, verify_asset
@@ -164,6 +164,48 @@ def test_loads_survive_a_burst_of_503_on_the_asset_server(
     seen = assets.take_hits()
     assert [h.status for h in seen[:3]] == [503, 503, 503]
     assert any(h.status == 206 for h in seen)
+
+
+@rasterio_thread_race
+@pytest.mark.parametrize("io_threads", [1, 6])
+def test_remote_reads_keep_io_threads_requests_in_flight_whatever_the_cores(
+    io_threads: int,
+    tiny_city: Any,
+    static_plan: RunPlan,
+    api_plan: RunPlan,
+    assets: FaultyServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote read mostly waits on the network: with one core, a Sentinel-2 month (the
+    aligned reader, its file checks and openings) and a Landsat month (odc-stac, read now)
+    keep ``PAYESH_IO_THREADS`` requests in flight against a server 20 ms away, not one,
+    and give what the static catalog gives."""
+    month = pd.Timestamp("2025-06-01")
+    city = load_city(tiny_city.manifest)
+    monkeypatch.setenv("PAYESH_THREADS", "1")
+    monkeypatch.setenv("PAYESH_IO_THREADS", str(io_threads))
+    s2 = retagged(api_plan.month_items("s2", month), f"io{io_threads}")
+    landsat = retagged(api_plan.month_items("landsat", month), f"io{io_threads}")
+    assert len(s2) >= 2 and landsat
+    assets.latency_s = 0.02
+    over_http = s2_month(s2, city_geobox(city), month)
+    most_s2, assets.most_in_flight = assets.most_in_flight, 0
+    lst_http = landsat_month(landsat, aligned_geobox(city, 30.0), month)
+    most_landsat = assets.most_in_flight
+    assets.latency_s = 0.0
+    hits = assets.take_hits()
+    assert any(h.range is not None and h.status == 206 for h in hits)
+    if io_threads == 1:  # one read at a time (GDAL may fetch the ranges of one read in two)
+        assert most_s2 <= 2 and most_landsat <= 2, (most_s2, most_landsat)
+    else:  # several files a month, each opened, checked and read: the pool fills
+        assert most_s2 >= 4 and most_landsat >= 3, (most_s2, most_landsat)
+    static = s2_month(static_plan.month_items("s2", month), city_geobox(city), month)
+    xr.testing.assert_identical(over_http, static)
+    lst_static = landsat_month(
+        static_plan.month_items("landsat", month), aligned_geobox(city, 30.0), month
+    )
+    xr.testing.assert_identical(lst_http.drop_attrs(), lst_static.drop_attrs())
+    assert lst_http.attrs["source_items"] == lst_static.attrs["source_items"]
 
 
 # --- file:checksum --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from payesh.city import load_city
+from payesh.errors import SourceError
 from payesh.grid import city_geobox
 from payesh.monthly import s2_month
 from payesh.period import Period
@@ -65,6 +67,36 @@ def test_block_edges_do_not_change_the_cloud_buffer(plan: RunPlan) -> None:
     aligned.close_plans(plans)
     xr.testing.assert_equal(one, many)
     np.testing.assert_array_equal(one["clear_count"].values, whole["clear_count"].values)
+
+
+def _open_files() -> set[str]:
+    """Paths of the files this process holds open."""
+    fds = Path("/proc/self/fd")
+    return {str(p.resolve()) for p in fds.iterdir() if p.resolve().is_file()}
+
+
+def test_planning_closes_what_it_opened_when_one_file_fails(plan: RunPlan, tmp_path: Path) -> None:
+    """Each asset is opened as a job of its own: when one cannot be opened, the error
+    names it and every file the other jobs opened is closed again."""
+    gbox = city_geobox(plan.city)
+    items = [i.clone() for i in plan.month_items("s2", plan.months[0])]
+    assert len(items) >= 2
+    gone = tmp_path / "gone.tif"
+    items[-1].assets["red"].href = str(gone)
+    keys = {b: b for b in (*S2_REFLECTANCE, "scl")}
+    scale_offset = {i.id: {b: (1e-4, 0.0) for b in S2_REFLECTANCE} for i in items}
+    nodata = {i.id: {b: 0.0 for b in S2_REFLECTANCE} for i in items}
+    before = _open_files()
+    with pytest.raises(SourceError, match=f"item '{items[-1].id}' asset 'red'.*gone.tif"):
+        aligned.plan_aligned(items, gbox, keys, scale_offset, nodata, threads=4)
+    assert _open_files() == before
+    plans = aligned.plan_aligned(items[:-1], gbox, keys, scale_offset, nodata, threads=4)
+    assert plans is not None
+    assert [p.item_id for p in plans] == [i.id for i in items[:-1]]
+    assert all(set(p.grids) == set(keys) for p in plans)
+    assert len(_open_files() - before) == len(keys) * len(plans)  # open for the reads
+    aligned.close_plans(plans)
+    assert _open_files() == before
 
 
 def test_shifted_grid_matches_odc_nearest(plan: RunPlan) -> None:

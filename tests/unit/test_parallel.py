@@ -74,6 +74,19 @@ def test_default_threads_reads_payesh_threads(monkeypatch: pytest.MonkeyPatch) -
         parallel.default_threads()
 
 
+def test_io_threads_read_payesh_io_threads_apart_from_the_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PAYESH_IO_THREADS", raising=False)
+    monkeypatch.setenv("PAYESH_THREADS", "1")
+    assert parallel.io_threads() == parallel.IO_THREADS  # not the cores: the latency
+    monkeypatch.setenv("PAYESH_IO_THREADS", "5")
+    assert parallel.io_threads() == 5
+    monkeypatch.setenv("PAYESH_IO_THREADS", "0")
+    with pytest.raises(ValueError, match="PAYESH_IO_THREADS='0' must be at least 1"):
+        parallel.io_threads()
+
+
 def test_map_all_waits_for_every_job_before_raising() -> None:
     """A failing job is raised only once the others are done (they may read files the
     caller closes on the error)."""

@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import pairwise
@@ -42,7 +43,14 @@ from rasterio.windows import Window
 from payesh import nanops
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.masking import scl_masks as scl_bad_observed
-from payesh.parallel import default_threads, gather, gdal_cache_at_least, map_all, shared_pool
+from payesh.parallel import (
+    default_threads,
+    gather,
+    gdal_cache_at_least,
+    io_threads,
+    map_all,
+    shared_pool,
+)
 from payesh.sources.checksum import readable_href
 from payesh.sources.cogtiles import TileSource, tile_source
 from payesh.sources.profiles import S2_SATURATED_DN
@@ -170,43 +178,51 @@ def plan_aligned(
     """Per-item read plans, or ``None`` when any asset is not aligned with ``geobox``.
 
     ``scale_offset[item_id][band]`` and ``nodata[item_id][band]`` come from the items'
-    ``raster:bands`` (see :mod:`payesh.sources.load`).
+    ``raster:bands`` (see :mod:`payesh.sources.load`). Every (item, asset) is opened as a
+    job of its own on ``threads`` threads: remote files cost a few round trips each, so
+    their openings overlap. On an error or a grid that is not aligned, every file opened
+    here is closed again.
     """
 
-    def one(item: pystac.Item) -> ItemPlan | None:
-        grids: dict[str, AssetGrid] = {}
-        for band, key in asset_keys.items():
-            href = item.assets[key].get_absolute_href() or item.assets[key].href
-            where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
+    def one(item: pystac.Item, key: str) -> AssetGrid | None:
+        href = item.assets[key].get_absolute_href() or item.assets[key].href
+        where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
 
-            def grid_of(href: str = href) -> AssetGrid | None:
-                with rasterio.Env(**dict(env or {})):
-                    return _asset_grid(href, geobox)
+        def grid_of() -> AssetGrid | None:
+            with rasterio.Env(**dict(env or {})):
+                return _asset_grid(href, geobox)
 
-            try:
-                grid = retry_rio(grid_of, where=where) if is_remote(href) else grid_of()
-            except rasterio.errors.RasterioIOError as err:
-                raise SourceError(f"{where}: cannot open it: {err}") from err
-            if grid is None:
-                for opened in grids.values():
-                    opened.dataset.close()
-                return None
-            grids[band] = grid
-        return ItemPlan(
+        try:
+            return retry_rio(grid_of, where=where) if is_remote(href) else grid_of()
+        except rasterio.errors.RasterioIOError as err:
+            raise SourceError(f"{where}: cannot open it: {err}") from err
+
+    pool = shared_pool("aligned-plan", max(1, threads))
+    jobs = [(item, band, key) for item in items for band, key in asset_keys.items()]
+    futures = [pool.submit(one, item, key) for item, _, key in jobs]
+    wait(futures)
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    found = [None if f.exception() is not None else f.result() for f in futures]
+    opened = [grid for grid in found if grid is not None]
+    if failed is not None or len(opened) < len(jobs):
+        for grid in opened:
+            grid.dataset.close()
+        if failed is not None:
+            raise failed
+        return None
+    grids: dict[str, dict[str, AssetGrid]] = {}
+    for (item, band, _), grid in zip(jobs, opened, strict=True):
+        grids.setdefault(item.id, {})[band] = grid
+    return [
+        ItemPlan(
             item_id=item.id,
             time=_item_time(item),
-            grids=grids,
+            grids=grids[item.id],
             scale_offset=scale_offset[item.id],
             nodata=nodata[item.id],
         )
-
-    pool = shared_pool("aligned-plan", max(1, threads))
-    plans = map_all(pool, one, items)
-    kept = [p for p in plans if p is not None]
-    if len(kept) < len(plans):
-        close_plans(kept)
-        return None
-    return kept
+        for item in items
+    ]
 
 
 def _checked_grids(
@@ -543,6 +559,7 @@ def read_s2_month_aligned(
     buffer_px: int = 1,
     mask_snow: bool = False,
     threads: int | None = None,
+    io_threads: int | None = None,
     env: Mapping[str, str] | None = None,
     block_px: int = 512,
 ) -> xr.Dataset:
@@ -553,7 +570,9 @@ def read_s2_month_aligned(
     band) is read on the thread pool, the SCL mask is built once for the block (with a
     halo of ``buffer_px`` pixels so that dilation crosses block edges), and the medians
     are taken on the pool in row ranges. Peak memory is the month's composite plus one
-    block of the month's scenes, whatever the width of the city.
+    block of the month's scenes, whatever the width of the city. ``io_threads``: the
+    reads (and the masks) go on a pool of their own of that size, for remote files whose
+    reads mostly wait on the network; the medians stay on ``threads``.
 
     Returns
     -------
@@ -614,6 +633,7 @@ def read_s2_month_aligned(
         return masks
 
     pool = shared_pool("aligned-read", threads)
+    reader = shared_pool("aligned-io", io_threads) if io_threads else pool
     blocks = _blocks(plans, block_px)
     n_t = len(groups)
     # two sets of block buffers, used in turn: a block's medians run while the next block
@@ -647,11 +667,11 @@ def read_s2_month_aligned(
             shape = (n_t, r_hi - r_lo, c_hi - c_lo)
             scl = buf["scl"][: math.prod(shape)].reshape(shape)
             reads = [
-                pool.submit(fill, stacks[b][t], g, b, *own)
+                reader.submit(fill, stacks[b][t], g, b, *own)
                 for t, g in enumerate(groups)
                 for b in bands
             ]
-            masked = [pool.submit(fill_scl, scl[t], g, *halo) for t, g in enumerate(groups)]
+            masked = [reader.submit(fill_scl, scl[t], g, *halo) for t, g in enumerate(groups)]
             masks = gather(masked)
             gather(reads)
             gather(pending)  # queued before this block's reads: done, or about to be
@@ -702,7 +722,8 @@ def s2_month_aligned(
 
     Items are checked as :func:`payesh.sources.load.load_s2` checks them (a bad item is
     skipped with a :class:`~payesh.errors.BadItemWarning`; the file checks run on the
-    thread pool), and scale/offset are taken per item exactly as it takes them.
+    thread pool), and scale/offset are taken per item exactly as it takes them. Remote
+    files are checked, opened and read :func:`~payesh.parallel.io_threads` at a time.
     """
     from payesh.sources import load
     from payesh.sources.aws import read_options
@@ -718,19 +739,18 @@ def s2_month_aligned(
     env = load.gdal_remote_env() if remote else dict(load.GDAL_LOCAL)
     env |= read_options(ready, keys.values())  # requester-pays buckets
     n = threads or default_threads()
-
-    def problem(item: pystac.Item) -> str | None:
-        # checksum, open, CRS, last block: on the pool, since each is a file read
-        for key in keys.values():
-            found = file_problem(item, key, env=env)
-            if found is not None:
-                return found
-        return None
-
-    pool = shared_pool("aligned-check", n)
+    n_io = io_threads() if remote else n
+    pool = shared_pool("aligned-check", n_io)
     opened: dict[str, dict[str, AssetGrid] | None] = {}
     if remote:  # checked with file_problem's retries, then opened again to be read
-        problems = map_all(pool, problem, ready)
+        # checksum, open, CRS, last block: a job per file, the item's first problem kept
+        each = [(item, key) for item in ready for key in keys.values()]
+        of_files = map_all(pool, lambda job: file_problem(*job, env=env), each)
+        per_item = len(keys)
+        problems = [
+            next((p for p in of_files[i : i + per_item] if p is not None), None)
+            for i in range(0, len(of_files), per_item)
+        ]
     else:  # checked and mapped from one opening of each file
         checked = map_all(pool, lambda item: _checked_grids(item, geobox, keys, env), ready)
         problems = [found for found, _ in checked]
@@ -766,7 +786,7 @@ def s2_month_aligned(
             if first_nodata[band] is not None:
                 nodata[item.id][band] = float(first_nodata[band])
     if remote:
-        plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n, env=env)
+        plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n_io, env=env)
     elif any(grids is None for grids in opened.values()):  # not aligned: odc-stac's turn
         for grids in opened.values():
             for grid in (grids or {}).values():
@@ -787,7 +807,14 @@ def s2_month_aligned(
         return None
     try:
         out = read_s2_month_aligned(
-            plans, geobox, month, bands, buffer_px=buffer_px, threads=n, env=env
+            plans,
+            geobox,
+            month,
+            bands,
+            buffer_px=buffer_px,
+            threads=n,
+            io_threads=n_io if remote else None,
+            env=env,
         )
     finally:
         close_plans(plans)

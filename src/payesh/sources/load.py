@@ -20,7 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from payesh.errors import NoReadableItemsError, SourceError
-from payesh.parallel import distributed_client_active
+from payesh.parallel import distributed_client_active, io_threads
 from payesh.sources.aws import read_options
 from payesh.sources.checksum import readable_href, verify_items
 from payesh.sources.http import current_policy, gdal_http_options
@@ -182,12 +182,14 @@ def _is_remote(href: str) -> bool:
     return href.startswith(("http://", "https://", "s3://", "/vsi"))
 
 
-def _configure_gdal(items: Sequence[pystac.Item], keys: Mapping[str, str]) -> None:
+def _configure_gdal(items: Sequence[pystac.Item], keys: Mapping[str, str]) -> bool:
+    """Set odc-stac's GDAL options for reading ``items``; whether they are remote."""
     hrefs = [i.assets[k].href for i in items[:1] for k in keys.values()]
     remote = any(_is_remote(h) for h in hrefs)
     options: dict[str, Any] = gdal_remote_env() if remote else dict(GDAL_LOCAL)
     options |= read_options(items, keys.values())
     odc.stac.configure_rio(cloud_defaults=False, **options)
+    return remote
 
 
 def _load(
@@ -202,13 +204,15 @@ def _load(
     per scene), or read now into memory (``"now"``)."""
     items = sign_items(items)  # at read time: signed URLs expire, search results must not
     verify_items(items, asset_keys.values())  # only assets that carry a file:checksum
-    _configure_gdal(items, asset_keys)
+    remote = _configure_gdal(items, asset_keys)
     try:
         ds = odc.stac.load(
             list(items),
             bands=list(asset_keys.values()),
             geobox=geobox,
             chunks=None if chunks == "now" else dict(chunks) if chunks is not None else {},
+            # read now: remote reads overlap their round trips (local: one thread, as before)
+            pool=io_threads() if chunks == "now" and remote else None,
             resampling=resampling,
             groupby="time",
             fail_on_error=True,

@@ -36,6 +36,7 @@ from rasterio.errors import CRSError, RasterioError
 from rasterio.windows import Window
 
 from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
+from payesh.parallel import io_threads, map_all, shared_pool
 from payesh.sources.checksum import ChecksumMismatch, readable_href, verify_asset
 from payesh.sources.http import RetryPolicy, SourceUnavailable, current_policy, looks_transient
 from payesh.sources.profiles import Product
@@ -260,17 +261,27 @@ def skip_bad_items(
     With ``all_bad_is_error``, a batch in which no item is good raises one
     :class:`SourceError` listing every problem instead (nothing would be read).
     """
+    found = [metadata_problem(item, product, bands) for item in items]
+    if env is not None:
+        files = [
+            (i, item, product.asset_key(band, frozenset(item.assets)) or "")
+            for i, item in enumerate(items)
+            if found[i] is None
+            for band in bands
+        ]
+
+        def check(job: tuple[int, pystac.Item, str]) -> str | None:
+            return file_problem(job[1], job[2], env=env)
+
+        if any_remote(items):  # a few round trips a file: io_threads() of them at once
+            checked = map_all(shared_pool("file-check", io_threads()), check, files)
+            for (i, _, _), problem in zip(files, checked, strict=True):
+                found[i] = found[i] or problem  # an item's first problem, in band order
+        else:  # local: one after another, an item's files up to its first problem
+            for job in files:
+                found[job[0]] = found[job[0]] or check(job)
     good, problems = [], []
-    for item in items:
-        problem = metadata_problem(item, product, bands)
-        if problem is None and env is not None:
-            available = frozenset(item.assets)
-            for band in bands:
-                key = product.asset_key(band, available)
-                assert key is not None
-                problem = file_problem(item, key, env=env)
-                if problem is not None:
-                    break
+    for item, problem in zip(items, found, strict=True):
         if problem is None:
             good.append(item)
         else:
