@@ -453,14 +453,19 @@ def print_table(rows: list[dict[str, Any]], rat: dict[str, Any]) -> None:
             print(f"peer   {r['size_km']:g} km, share of Dask task time: {line}")
 
 
-def record(entry: dict[str, Any], mach: dict[str, Any]) -> Path:
-    """Append ``entry`` to the day's results file of this machine in :data:`RESULTS`."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def record(
+    entry: dict[str, Any], mach: dict[str, Any], *, folder: Path | None = None, kind: str = ""
+) -> Path:
+    """Append ``entry`` to the day's results file of this machine in ``folder`` (default
+    :data:`RESULTS`): ``<date>-<host>-<n>cores[-<kind>].json``."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in mach["host"]) or "host"
-    path = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-{host}-{mach['cpu_count']}cores.json"
+    name = f"{datetime.now(UTC):%Y-%m-%d}-{host}-{mach['cpu_count']}cores"
+    path = folder / f"{name}{'-' + kind if kind else ''}.json"
     history = json.loads(path.read_text()) if path.exists() else []
     history.append(entry)
-    tmp = Path(tempfile.mkstemp(dir=RESULTS, suffix=".tmp")[1])
+    tmp = Path(tempfile.mkstemp(dir=folder, suffix=".tmp")[1])
     tmp.write_text(json.dumps(history, indent=1) + "\n")
     tmp.replace(path)
     return path

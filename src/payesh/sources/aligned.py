@@ -23,12 +23,12 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,6 @@ from payesh.parallel import (
     gather,
     gdal_cache_at_least,
     io_threads,
-    map_all,
     shared_pool,
 )
 from payesh.sources.checksum import readable_href
@@ -60,6 +59,7 @@ from payesh.sources.rio_retry import is_remote, retry_rio
 #: placing on the grid; mask = SCL masks; composite = medians). The benchmark reads it.
 STAGE_SECONDS: dict[str, float] = {"read": 0.0, "mask": 0.0, "composite": 0.0}
 _stage_lock = threading.Lock()
+R = TypeVar("R")
 
 
 def _add_time(stage: str, start: float) -> None:
@@ -199,16 +199,12 @@ def plan_aligned(
 
     pool = shared_pool("aligned-plan", max(1, threads))
     jobs = [(item, band, key) for item in items for band, key in asset_keys.items()]
-    futures = [pool.submit(one, item, key) for item, _, key in jobs]
-    wait(futures)
-    failed = next((f.exception() for f in futures if f.exception() is not None), None)
-    found = [None if f.exception() is not None else f.result() for f in futures]
+    opens = [partial(one, item, key) for item, _, key in jobs]
+    found = _open_all(pool, opens, grid=lambda g: g)
     opened = [grid for grid in found if grid is not None]
-    if failed is not None or len(opened) < len(jobs):
+    if len(opened) < len(jobs):
         for grid in opened:
             grid.dataset.close()
-        if failed is not None:
-            raise failed
         return None
     grids: dict[str, dict[str, AssetGrid]] = {}
     for (item, band, _), grid in zip(jobs, opened, strict=True):
@@ -225,38 +221,44 @@ def plan_aligned(
     ]
 
 
-def _checked_grids(
-    item: pystac.Item, geobox: GeoBox, asset_keys: Mapping[str, str], env: Mapping[str, str]
-) -> tuple[str | None, dict[str, AssetGrid] | None]:
-    """A local item's files checked as :func:`~payesh.sources.validate.file_problem`
-    checks them and mapped on the city grid, each from one opening.
+def _open_all(pool: Any, opens: Sequence[Callable[[], R]], grid: Callable[[R], Any]) -> list[R]:
+    """The results of ``opens`` (calls that open files), each a job on ``pool``; when one
+    raises, the :class:`AssetGrid` (``grid(result)``, or ``None``) of each other one is
+    closed, then it is raised: no file is left open."""
+    futures = [pool.submit(fn) for fn in opens]
+    wait(futures)
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is not None:
+        for f in futures:
+            opened = grid(f.result()) if f.exception() is None else None
+            if opened is not None:
+                opened.dataset.close()
+        raise failed
+    return [f.result() for f in futures]
 
-    Returns ``(problem, None)`` for a bad item, ``(None, None)`` when an asset is not
-    aligned (its files closed, either way), else ``(None, grids)`` with the files open.
-    """
-    from payesh.sources.validate import open_checked
 
-    grids: dict[str, AssetGrid] = {}
+def _checked_grid(
+    item: pystac.Item, band: str, key: str, geobox: GeoBox, env: Mapping[str, str]
+) -> tuple[str | None, AssetGrid | None]:
+    """One file checked as :func:`~payesh.sources.validate.file_problem` checks it (a
+    remote one with its retries) and mapped on the city grid, from one opening:
+    ``(problem, None)`` for a bad file, ``(None, None)`` when it is not aligned (closed,
+    either way), else ``(None, grid)`` with the file open for the reads."""
+    from payesh.sources.validate import open_verified
 
-    def close() -> None:
-        for g in grids.values():
-            g.dataset.close()
-
+    href = item.assets[key].get_absolute_href() or item.assets[key].href
+    problem, src = open_verified(item, key, env=env)
+    if src is None:
+        return problem, None
     try:
-        for band, key in asset_keys.items():
-            href = item.assets[key].get_absolute_href() or item.assets[key].href
-            problem, _, src = open_checked(item, key, href, env=env)
-            grid = None if src is None else _grid_of(src, href, geobox, halo=band == "scl")
-            if grid is None:
-                if src is not None:
-                    src.close()
-                close()
-                return problem, None
-            grids[band] = grid
+        with rasterio.Env(**env):
+            grid = _grid_of(src, href, geobox, halo=band == "scl")
     except BaseException:
-        close()
+        src.close()
         raise
-    return None, grids
+    if grid is None:
+        src.close()
+    return None, grid
 
 
 def _item_time(item: pystac.Item) -> np.datetime64:
@@ -729,7 +731,7 @@ def s2_month_aligned(
     from payesh.sources.aws import read_options
     from payesh.sources.profiles import S2
     from payesh.sources.signing import sign_items
-    from payesh.sources.validate import file_problem, skip_bad_items
+    from payesh.sources.validate import skip_bad_items
 
     wanted = (*bands, "scl")
     ready = sign_items(skip_bad_items(items, S2, wanted, stacklevel=4))  # metadata checks
@@ -741,56 +743,69 @@ def s2_month_aligned(
     n = threads or default_threads()
     n_io = io_threads() if remote else n
     pool = shared_pool("aligned-check", n_io)
-    opened: dict[str, dict[str, AssetGrid] | None] = {}
-    if remote:  # checked with file_problem's retries, then opened again to be read
-        # checksum, open, CRS, last block: a job per file, the item's first problem kept
-        each = [(item, key) for item in ready for key in keys.values()]
-        of_files = map_all(pool, lambda job: file_problem(*job, env=env), each)
-        per_item = len(keys)
-        problems = [
-            next((p for p in of_files[i : i + per_item] if p is not None), None)
-            for i in range(0, len(of_files), per_item)
-        ]
-    else:  # checked and mapped from one opening of each file
-        checked = map_all(pool, lambda item: _checked_grids(item, geobox, keys, env), ready)
-        problems = [found for found, _ in checked]
-        opened = {
-            i.id: grids for i, (found, grids) in zip(ready, checked, strict=True) if not found
-        }
-    if ready and all(problems):  # nothing would be read: one error listing every problem
-        raise NoReadableItemsError(
-            "no readable s2 item: " + "; ".join(str(p) for p in problems),
-            problems=[str(p) for p in problems],
-            remote=remote,
-        )
-    usable = []
-    for item, found in zip(ready, problems, strict=True):
-        if found is None:
-            usable.append(item)
-        else:  # warned here, in the caller's thread, not in a pool thread
-            warnings.warn(f"{found}; item skipped", BadItemWarning, stacklevel=3)
-    if not usable:  # every item failed its metadata checks (each already warned)
-        raise NoReadableItemsError("no usable Sentinel-2 items to load", problems=[], remote=False)
-    scale_offset: dict[str, dict[str, tuple[float, float]]] = {}
-    nodata: dict[str, dict[str, float]] = {}
-    first_nodata = {b: load._raster_band(usable[0].assets[keys[b]]).get("nodata", 0) for b in bands}
-    for item in usable:
-        scale_offset[item.id], nodata[item.id] = {}, {}
-        for band in bands:
-            rb = load._raster_band(item.assets[keys[band]])
-            scale = float(rb.get("scale", load._S2_SCALE))
-            offset = float(rb.get("offset", load._S2_BOA_OFFSET))
-            if item.collection_id in S2.collections:
-                offset = load._s2_offset(item, float(rb["offset"]) if "offset" in rb else None)
-            scale_offset[item.id][band] = (scale, offset)
-            if first_nodata[band] is not None:
-                nodata[item.id][band] = float(first_nodata[band])
-    if remote:
-        plans = plan_aligned(usable, geobox, keys, scale_offset, nodata, threads=n_io, env=env)
-    elif any(grids is None for grids in opened.values()):  # not aligned: odc-stac's turn
-        for grids in opened.values():
-            for grid in (grids or {}).values():
+    # checksum, open, CRS, last block, the grid: a job per file (a remote one with its
+    # retries), each file opened once and kept open for the reads
+    files = [(item, band, key) for item in ready for band, key in keys.items()]
+    opens = [partial(_checked_grid, *job, geobox, env) for job in files]
+    checked = _open_all(pool, opens, grid=lambda checked: checked[1])
+    problems: list[str | None] = []
+    opened: dict[str, dict[str, AssetGrid] | None] = {}  # None: not aligned
+    for k, item in enumerate(ready):
+        part = list(zip(keys, checked[k * len(keys) : (k + 1) * len(keys)], strict=True))
+        problem = next((p for _, (p, _) in part if p is not None), None)
+        grids = {band: grid for band, (_, grid) in part if grid is not None}
+        problems.append(problem)
+        if problem is None and len(grids) == len(keys):
+            opened[item.id] = grids
+            continue
+        for grid in grids.values():  # a bad item's good files, or an item not aligned
+            grid.dataset.close()
+        if problem is None:
+            opened[item.id] = None
+
+    def close_opened() -> None:
+        for item_grids in opened.values():
+            for grid in (item_grids or {}).values():
                 grid.dataset.close()
+
+    try:  # the files stay open for the reads: closed on any error before them
+        if ready and all(problems):  # nothing would be read: one error listing every problem
+            raise NoReadableItemsError(
+                "no readable s2 item: " + "; ".join(str(p) for p in problems),
+                problems=[str(p) for p in problems],
+                remote=remote,
+            )
+        usable = []
+        for item, found in zip(ready, problems, strict=True):
+            if found is None:
+                usable.append(item)
+            else:  # warned here, in the caller's thread, not in a pool thread
+                warnings.warn(f"{found}; item skipped", BadItemWarning, stacklevel=3)
+        if not usable:  # every item failed its metadata checks (each already warned)
+            raise NoReadableItemsError(
+                "no usable Sentinel-2 items to load", problems=[], remote=False
+            )
+        scale_offset: dict[str, dict[str, tuple[float, float]]] = {}
+        nodata: dict[str, dict[str, float]] = {}
+        first_nodata = {
+            b: load._raster_band(usable[0].assets[keys[b]]).get("nodata", 0) for b in bands
+        }
+        for item in usable:
+            scale_offset[item.id], nodata[item.id] = {}, {}
+            for band in bands:
+                rb = load._raster_band(item.assets[keys[band]])
+                scale = float(rb.get("scale", load._S2_SCALE))
+                offset = float(rb.get("offset", load._S2_BOA_OFFSET))
+                if item.collection_id in S2.collections:
+                    offset = load._s2_offset(item, float(rb["offset"]) if "offset" in rb else None)
+                scale_offset[item.id][band] = (scale, offset)
+                if first_nodata[band] is not None:
+                    nodata[item.id][band] = float(first_nodata[band])
+    except BaseException:
+        close_opened()
+        raise
+    if any(item_grids is None for item_grids in opened.values()):  # not aligned: odc-stac's
+        close_opened()
         plans = None
     else:
         plans = [

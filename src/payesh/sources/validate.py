@@ -48,6 +48,7 @@ __all__ = [
     "file_problem",
     "metadata_problem",
     "open_checked",
+    "open_verified",
     "skip_bad_items",
     "skipped_ids",
     "with_skipped",
@@ -126,17 +127,34 @@ def file_problem(
     SourceUnavailable
         The server kept failing (after every retry): a network fault is never a bad item.
     """
+    problem, src = open_verified(item, key, env=env, policy=policy)
+    if src is not None:
+        src.close()
+    return problem
+
+
+def open_verified(
+    item: pystac.Item,
+    key: str,
+    *,
+    env: Mapping[str, str],
+    policy: RetryPolicy | None = None,
+) -> tuple[str | None, Any]:
+    """:func:`file_problem`'s checks and retries, the file left open when it passed:
+    ``(None, dataset)`` or ``(problem, None)``. The caller reads the dataset, then closes
+    it: a remote file is not opened (its header fetched) a second time to be read."""
     asset = item.assets[key]
     href = asset.get_absolute_href() or asset.href
     if not is_remote(href):
-        return _file_problem_once(item, key, href, env=env)[0]
+        found, _, src = open_checked(item, key, href, env=env)
+        return found, src
     policy = policy or current_policy()
     problem: str | None = None
     seen: set[str] = set()
     for attempt in range(1, policy.attempts + 1):
-        problem, again = _file_problem_once(item, key, href, env=env)
+        problem, again, src = open_checked(item, key, href, env=env)
         if problem is None or not again:
-            return problem
+            return problem, src
         seen.add(problem)
         if attempt < policy.attempts:
             wait = policy.delay(attempt)
@@ -146,17 +164,7 @@ def file_problem(
     n = policy.attempts
     if looks_transient(problem) or len(seen) > 1:  # a corrupt file fails the same way each time
         raise SourceUnavailable(f"{problem} (gave up after {n} attempts)")
-    return f"{problem} (the same after {n} attempts)"
-
-
-def _file_problem_once(
-    item: pystac.Item, key: str, href: str, *, env: Mapping[str, str]
-) -> tuple[str | None, bool]:
-    """One check of :func:`file_problem`: ``(problem or None, worth fetching again)``."""
-    problem, again, src = open_checked(item, key, href, env=env)
-    if src is not None:
-        src.close()
-    return problem, again
+    return f"{problem} (the same after {n} attempts)", None
 
 
 def open_checked(

@@ -1,0 +1,232 @@
+"""Remote imagery: a bench city's months read over HTTP from a server far away.
+
+    .venv/bin/python benchmarks/remote.py                        # 6 km, 2 months, 30 and 100 ms
+    .venv/bin/python benchmarks/remote.py --size 12 --latency-ms 50 --months 1
+
+A municipality's run reads Earth Search or Planetary Computer over the internet, where
+each range request costs a round trip. This serves a bench city's COGs (the city of
+``run.py``, generated or taken from the cache) from a loopback HTTP server with range
+requests (the tests' ``servers.FaultyServer``) that waits ``--latency-ms`` before each
+answer, and times, on ``--threads`` cores (CPU affinity), for the first ``--months``
+months:
+
+1. **payesh, io = cores** — the months as the flow makes them (``payesh.monthly``:
+   Sentinel-2 through the aligned reader, Landsat and VIIRS through odc-stac) with
+   ``PAYESH_IO_THREADS`` set to the cores: remote requests as many at a time as
+   there are cores, as before payesh had a pool for them;
+2. **payesh** — the same with ``PAYESH_IO_THREADS`` unset (its default);
+3. **notebook peer's load** — what ``peers/notebook_peer.py`` reads before its medians:
+   ``odc.stac.load`` of the same Sentinel-2 bands and SCL with Dask chunks, computed on
+   ``--threads`` Dask threads, after ``odc.stac.configure_rio(cloud_defaults=True)``.
+
+Each remote month is checked equal to the same month read from the local files. Every
+measurement uses URLs of its own (a throw-away path segment), so GDAL's cache of an
+earlier one cannot answer. The items' ``file:checksum`` are left out (small bench files
+would be downloaded whole to verify them; a real 10 m band is not, see
+``payesh.sources.checksum``). Results are appended to
+``results/<date>-<host>-<n>cores-remote.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pystac
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import servers  # noqa: E402
+
+from run import RESULTS, _git_head, city_for, machine, record  # noqa: E402
+
+_fresh = itertools.count()
+
+
+def _remote(items: list[pystac.Item], base: str, root: Path) -> list[pystac.Item]:
+    """Copies of ``items`` whose assets are read from ``base`` under a path of their own."""
+    tag = f"m{next(_fresh)}"
+    out = []
+    for item in items:
+        copy = item.clone()
+        for asset in copy.assets.values():
+            local = Path(asset.get_absolute_href() or asset.href).resolve()
+            asset.href = f"{base}/{tag}/{local.relative_to(root).as_posix()}"
+            asset.extra_fields.pop("file:checksum", None)
+        out.append(copy)
+    return out
+
+
+def _payesh_months(
+    by_month: dict[pd.Timestamp, dict[str, list[pystac.Item]]], city: Any
+) -> tuple[list[Any], dict[str, float]]:
+    """Every month's Sentinel-2, Landsat and VIIRS as the flow makes them, and the
+    seconds each product took."""
+    from payesh.grid import aligned_geobox, city_geobox
+    from payesh.monthly import landsat_month, s2_month, viirs_month
+
+    out: list[Any] = []
+    seconds = {"s2": 0.0, "landsat": 0.0, "viirs": 0.0}
+    boxes = {"s2": city_geobox(city), "landsat": aligned_geobox(city, 30.0)}
+    boxes["viirs"] = aligned_geobox(city, 500.0)
+    makers: dict[str, Any] = {"s2": s2_month, "landsat": landsat_month, "viirs": viirs_month}
+    names = {"s2": "sentinel-2-l2a", "landsat": "landsat-c2-l2", "viirs": "viirs-ntl-monthly"}
+    for month, items in by_month.items():
+        for name, make in makers.items():
+            t0 = time.perf_counter()
+            out.append(make(items[names[name]], boxes[name], month))
+            seconds[name] += time.perf_counter() - t0
+    return out, seconds
+
+
+def _peer_load(items: list[pystac.Item], city: Any, threads: int) -> Any:
+    import odc.stac
+
+    from payesh.classifier import BANDS
+    from payesh.grid import city_geobox
+
+    odc.stac.configure_rio(cloud_defaults=True)
+    ds = odc.stac.load(
+        items,
+        bands=[*BANDS, "scl"],
+        geobox=city_geobox(city),
+        chunks={"x": 2048, "y": 2048},
+        groupby="time",
+    )
+    return ds.compute(scheduler="threads", num_workers=threads)
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _same(a: Any, b: Any) -> bool:
+    for x, y in zip(a, b, strict=True):
+        for name in x.data_vars:
+            if not np.array_equal(x[name].values, y[name].values, equal_nan=True):
+                return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=float, default=6.0, help="city size, km (default 6)")
+    p.add_argument("--months", type=int, default=2, help="first N months of the year")
+    p.add_argument("--latency-ms", type=float, nargs="+", default=[30.0, 100.0])
+    p.add_argument("--threads", type=int, default=2, help="cores (CPU affinity), default 2")
+    p.add_argument("--start", default="2025-01")
+    p.add_argument("--end", default="2025-12")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--blocksize", type=int, default=512)
+    p.add_argument("--gen-workers", type=int, default=None)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
+    os.environ["PAYESH_THREADS"] = str(args.threads)
+    from payesh.city import load_city
+    from payesh.parallel import IO_THREADS
+
+    gen, _ = city_for(args.size, args)
+    root = gen.catalog.parent.resolve()
+    city = load_city(gen.manifest)
+    months = pd.date_range(args.start, periods=args.months, freq="MS")
+    by_month: dict[pd.Timestamp, dict[str, list[pystac.Item]]] = {
+        m: {"sentinel-2-l2a": [], "landsat-c2-l2": [], "viirs-ntl-monthly": []} for m in months
+    }
+    for item in pystac.Catalog.from_file(str(gen.catalog)).get_items(recursive=True):
+        assert item.datetime is not None
+        month = pd.Timestamp(item.datetime.replace(tzinfo=None)).to_period("M").to_timestamp()
+        if month in by_month and item.collection_id in by_month[month]:
+            by_month[month][item.collection_id].append(item)
+    s2_items = [i for m in months for i in by_month[m]["sentinel-2-l2a"]]
+
+    _payesh_months(by_month, city)  # first use: imports, compiled kernels, GDAL
+    local_s, (local, _) = _timed(lambda: _payesh_months(by_month, city))
+    rows: list[dict[str, Any]] = []
+    print(
+        f"{args.size:g} km city, {args.months} month(s), {len(s2_items)} Sentinel-2 scenes, "
+        f"{args.threads} cores; local files: payesh {local_s:.2f} s",
+        flush=True,
+    )
+    with servers.serve_directory(root) as srv:
+        for latency in args.latency_ms:
+            srv.reset()
+            srv.latency_s = latency / 1000
+            row: dict[str, Any] = {"latency_ms": latency}
+            for label, io in (("payesh_io_cores", str(args.threads)), ("payesh", None)):
+                if io is None:
+                    os.environ.pop("PAYESH_IO_THREADS", None)
+                else:
+                    os.environ["PAYESH_IO_THREADS"] = io
+                remote = {
+                    m: {k: _remote(v, srv.url, root) for k, v in items.items()}
+                    for m, items in by_month.items()
+                }
+                seconds, (got, parts) = _timed(lambda remote=remote: _payesh_months(remote, city))
+                hits = srv.take_hits()
+                row[label] = {
+                    "seconds": round(seconds, 3),
+                    "s2_seconds": round(parts["s2"], 3),
+                    "landsat_seconds": round(parts["landsat"], 3),
+                    "viirs_seconds": round(parts["viirs"], 3),
+                    "requests": len(hits),
+                    "most_in_flight": srv.most_in_flight,
+                    "io_threads": int(io) if io else IO_THREADS,
+                    "same_as_local": _same(got, local),
+                }
+                srv.most_in_flight = 0
+            os.environ.pop("PAYESH_IO_THREADS", None)
+            items = _remote(s2_items, srv.url, root)
+            seconds, _ = _timed(lambda items=items: _peer_load(items, city, args.threads))
+            hits = srv.take_hits()
+            row["peer_load_s2"] = {
+                "seconds": round(seconds, 3),
+                "requests": len(hits),
+                "most_in_flight": srv.most_in_flight,
+            }
+            srv.most_in_flight = 0
+            rows.append(row)
+            a, b, c = row["payesh_io_cores"], row["payesh"], row["peer_load_s2"]
+            print(
+                f"latency {latency:g} ms: payesh io={args.threads} {a['seconds']:.2f} s "
+                f"(S2 {a['s2_seconds']:.2f}; {a['requests']} requests, {a['most_in_flight']} "
+                f"at once) | payesh io={b['io_threads']} {b['seconds']:.2f} s (S2 "
+                f"{b['s2_seconds']:.2f}; {b['requests']} requests, {b['most_in_flight']} at "
+                f"once) | the peer's S2 load {c['seconds']:.2f} s ({c['requests']} requests, "
+                f"{c['most_in_flight']} at once) | payesh ÷ io=cores "
+                f"{a['seconds'] / b['seconds']:.1f}×, peer's S2 load ÷ payesh's S2 months "
+                f"{c['seconds'] / b['s2_seconds']:.1f}× | equal to local: "
+                f"{a['same_as_local'] and b['same_as_local']}",
+                flush=True,
+            )
+    entry = {
+        "git": _git_head(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "size_km": args.size,
+        "months": args.months,
+        "s2_scenes": len(s2_items),
+        "threads": args.threads,
+        "local_payesh_seconds": round(local_s, 3),
+        "rows": rows,
+    }
+    path = record(entry, entry["machine"], folder=args.results, kind="remote")
+    print(f"recorded in {path}")
+
+
+if __name__ == "__main__":
+    main()
