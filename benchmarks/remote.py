@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/remote.py                        # 6 km, 2 months, 30 and 100 ms
     .venv/bin/python benchmarks/remote.py --size 12 --latency-ms 50 --months 1
+    .venv/bin/python benchmarks/remote.py --flow                 # + the year's flow
 
 A municipality's run reads Earth Search or Planetary Computer over the internet, where
 each range request costs a round trip. This serves a bench city's COGs (the city of
@@ -19,6 +20,11 @@ months:
    ``odc.stac.load`` of the same Sentinel-2 bands and SCL with Dask chunks, computed on
    ``--threads`` Dask threads, after ``odc.stac.configure_rio(cloud_defaults=True)``.
 
+With ``--flow``, also the whole monitor flow (``children.py flow``, one year, a client
+of a Prefect server process as in ``run.py``): from the local catalog, then against
+``rustac serve`` (a real STAC API) whose items point at the latency server, with io
+threads = cores and with payesh's default; wall time, peak RSS, requests.
+
 Each remote month is checked equal to the same month read from the local files. Every
 measurement uses URLs of its own (a throw-away path segment), so GDAL's cache of an
 earlier one cannot answer. The items' ``file:checksum`` are left out (small bench files
@@ -31,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +57,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import servers  # noqa: E402
 
+from payesh.parallel import IO_THREADS  # noqa: E402
 from run import RESULTS, _git_head, city_for, machine, record  # noqa: E402
 
 _fresh = itertools.count()
@@ -121,6 +130,61 @@ def _same(a: Any, b: Any) -> bool:
     return True
 
 
+def _flows(args: argparse.Namespace, gen: Any, root: Path) -> list[dict[str, Any]]:
+    """The monitor flow (``children.py flow``, a client of a Prefect server process, as
+    in ``run.py``) from the local catalog, then against ``rustac serve`` whose items point
+    at the latency server, with io threads = cores and with payesh's default."""
+    import run
+
+    work = Path(tempfile.mkdtemp(prefix="remote-", dir=run.WORK))
+    server = run.PrefectServer(work)
+    rows: list[dict[str, Any]] = []
+
+    def flow(label: str, catalog: str, extra: dict[str, str]) -> dict[str, Any]:
+        argv = [str(HERE / "children.py"), "flow", "--catalog", catalog]
+        argv += ["--manifest", str(gen.manifest), "--start", args.start, "--end", args.end]
+        argv += ["--store", str(work / f"store-{label}"), "--threads", str(args.threads)]
+        server.pin(args.threads)
+        res = run.spawn(label, argv, args.threads, work, {"PREFECT_API_URL": server.url, **extra})
+        return {k: res[k] for k in ("seconds", "max_rss_mb", "cpu_seconds") if k in res}
+
+    try:
+        local = flow("flow-local", str(gen.catalog), {})
+        print(f"flow, local files: {local['seconds']:.2f} s", flush=True)
+        rows.append({"latency_ms": None, "local": local})
+        api_dir = work / "api"
+        with servers.serve_directory(root) as srv:
+            hrefs = servers.write_api_items(gen.catalog, api_dir, srv.url + "/api")
+            listing = json.loads((api_dir / "items.json").read_text())
+            for feature in listing["features"]:  # see the module's docstring
+                for asset in feature["assets"].values():
+                    asset.pop("file:checksum", None)
+            (api_dir / "items.json").write_text(json.dumps(listing))
+            with servers.start_rustac(hrefs, log_file=work / "rustac.log") as api:
+                for latency in args.latency_ms:
+                    row: dict[str, Any] = {"latency_ms": latency}
+                    for label, io in (("io_cores", str(args.threads)), ("default", None)):
+                        srv.reset()
+                        srv.latency_s = latency / 1000
+                        extra = {"PAYESH_IO_THREADS": io} if io else {}
+                        res = flow(f"flow-{latency:g}ms-{label}", api, extra)
+                        res["requests"] = len(srv.take_hits())
+                        res["most_in_flight"] = srv.most_in_flight
+                        row[label] = res
+                    rows.append(row)
+                    a, b = row["io_cores"], row["default"]
+                    print(
+                        f"flow, {latency:g} ms: io={args.threads} {a['seconds']:.2f} s, "
+                        f"io={IO_THREADS} {b['seconds']:.2f} s ({b['requests']} requests, "
+                        f"{b['most_in_flight']} at once; peak RSS {a['max_rss_mb']:.0f} / "
+                        f"{b['max_rss_mb']:.0f} MB); ÷ local: {b['seconds'] / local['seconds']:.1f}×",
+                        flush=True,
+                    )
+    finally:
+        server.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=float, default=6.0, help="city size, km (default 6)")
@@ -133,12 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--blocksize", type=int, default=512)
     p.add_argument("--gen-workers", type=int, default=None)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--flow",
+        action="store_true",
+        help="also the whole monitor flow, --start to --end, against a STAC API (rustac)",
+    )
     args = p.parse_args(argv)
 
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
     os.environ["PAYESH_THREADS"] = str(args.threads)
     from payesh.city import load_city
-    from payesh.parallel import IO_THREADS
 
     gen, _ = city_for(args.size, args)
     root = gen.catalog.parent.resolve()
@@ -213,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{a['same_as_local'] and b['same_as_local']}",
                 flush=True,
             )
+    flows = _flows(args, gen, root) if args.flow else []
     entry = {
         "git": _git_head(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -223,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "local_payesh_seconds": round(local_s, 3),
         "rows": rows,
+        "flows": flows,
     }
     path = record(entry, entry["machine"], folder=args.results, kind="remote")
     print(f"recorded in {path}")

@@ -51,10 +51,11 @@ MALLOC_ARENAS = 2
 
 MAX_THREADS = 16
 
-IO_THREADS = 16
+IO_THREADS = 32
 """Requests in flight at once for remote imagery (:func:`io_threads`). A remote read is
-mostly waiting on the network: at 30 ms a request, one 6 km Sentinel-2 month took 8.1 s
-on 2 threads and 2.5 s on 16 (``benchmarks/remote.py``), whatever the cores."""
+mostly waiting on the network: the 6 km bench city's year-long flow against a STAC API
+and COGs 100 ms away took 28 s with 16, 22 s with 32 and 23 s with 64, on 2 cores
+(66 s at 30 ms with 2; ``benchmarks/remote.py``, benchmarks/README.md)."""
 
 
 def default_threads() -> int:
