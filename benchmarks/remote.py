@@ -18,7 +18,9 @@ months:
 2. **payesh** — the same with ``PAYESH_IO_THREADS`` unset (its default);
 3. **notebook peer's load** — what ``peers/notebook_peer.py`` reads before its medians:
    ``odc.stac.load`` of the same Sentinel-2 bands and SCL with Dask chunks, computed on
-   ``--threads`` Dask threads, after ``odc.stac.configure_rio(cloud_defaults=True)``.
+   ``--threads`` Dask threads (Dask's default: the cores), after
+   ``odc.stac.configure_rio(cloud_defaults=True)``; and the same on as many Dask threads
+   as payesh has requests in flight (a notebook author who thought of it).
 
 With ``--flow``, also the whole monitor flow (``children.py flow``, one year, a client
 of a Prefect server process as in ``run.py``): from the local catalog, then against
@@ -36,12 +38,15 @@ would be downloaded whole to verify them; a real 10 m band is not, see
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,18 +121,61 @@ def _peer_load(items: list[pystac.Item], city: Any, threads: int) -> Any:
     return ds.compute(scheduler="threads", num_workers=threads)
 
 
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    """One measurement, in a process of its own: payesh's months (``base`` None: from the
+    local files), or the peer's load (``peer``), of ``job['months']``."""
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: job["threads"]]))
+    os.environ["PAYESH_THREADS"] = str(job["threads"])
+    if job["io"] is not None:
+        os.environ["PAYESH_IO_THREADS"] = str(job["io"])
+    from payesh.city import load_city
+    from payesh.parallel import io_threads
+
+    city = load_city(job["manifest"])
+    root = Path(job["catalog"]).parent.resolve()
+    wanted = {pd.Timestamp(m) for m in job["months"]}
+    by_month: dict[pd.Timestamp, dict[str, list[pystac.Item]]] = {
+        m: {"sentinel-2-l2a": [], "landsat-c2-l2": [], "viirs-ntl-monthly": []} for m in wanted
+    }
+    for item in pystac.Catalog.from_file(job["catalog"]).get_items(recursive=True):
+        assert item.datetime is not None
+        month = pd.Timestamp(item.datetime.replace(tzinfo=None)).to_period("M").to_timestamp()
+        if month in by_month and item.collection_id in by_month[month]:
+            by_month[month][item.collection_id].append(item)
+    by_month = dict(sorted(by_month.items()))
+    s2 = [i for items in by_month.values() for i in items["sentinel-2-l2a"]]
+    # first use (imports, compiled kernels, GDAL's drivers) from the local files, untimed
+    _payesh_months({m: by_month[m] for m in list(by_month)[:1]}, city)
+    if job["base"] is not None:
+        by_month = {
+            m: {k: _remote(v, job["base"], root) for k, v in items.items()}
+            for m, items in by_month.items()
+        }
+    if job["peer"]:
+        items = [i for items in by_month.values() for i in items["sentinel-2-l2a"]]
+        workers = job["io"] or job["threads"]  # Dask's threads: the cores, unless told
+        seconds, _ = _timed(lambda: _peer_load(items, city, workers))
+        return {"seconds": round(seconds, 3)}
+    seconds, (got, parts) = _timed(lambda: _payesh_months(by_month, city))
+    digest = hashlib.sha256()
+    for ds in got:
+        for name in sorted(ds.data_vars):
+            digest.update(np.ascontiguousarray(ds[name].values).tobytes())
+    return {
+        "seconds": round(seconds, 3),
+        "s2_seconds": round(parts["s2"], 3),
+        "landsat_seconds": round(parts["landsat"], 3),
+        "viirs_seconds": round(parts["viirs"], 3),
+        "io_threads": io_threads(),
+        "s2_scenes": len(s2),
+        "digest": digest.hexdigest(),
+    }
+
+
 def _timed(fn: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
-
-
-def _same(a: Any, b: Any) -> bool:
-    for x, y in zip(a, b, strict=True):
-        for name in x.data_vars:
-            if not np.array_equal(x[name].values, y[name].values, equal_nan=True):
-                return False
-    return True
 
 
 def _flows(args: argparse.Namespace, gen: Any, root: Path) -> list[dict[str, Any]]:
@@ -204,78 +252,54 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
 
-    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
-    os.environ["PAYESH_THREADS"] = str(args.threads)
-    from payesh.city import load_city
-
     gen, _ = city_for(args.size, args)
     root = gen.catalog.parent.resolve()
-    city = load_city(gen.manifest)
-    months = pd.date_range(args.start, periods=args.months, freq="MS")
-    by_month: dict[pd.Timestamp, dict[str, list[pystac.Item]]] = {
-        m: {"sentinel-2-l2a": [], "landsat-c2-l2": [], "viirs-ntl-monthly": []} for m in months
-    }
-    for item in pystac.Catalog.from_file(str(gen.catalog)).get_items(recursive=True):
-        assert item.datetime is not None
-        month = pd.Timestamp(item.datetime.replace(tzinfo=None)).to_period("M").to_timestamp()
-        if month in by_month and item.collection_id in by_month[month]:
-            by_month[month][item.collection_id].append(item)
-    s2_items = [i for m in months for i in by_month[m]["sentinel-2-l2a"]]
+    months = [str(m.date()) for m in pd.date_range(args.start, periods=args.months, freq="MS")]
+    job = {"catalog": str(gen.catalog), "manifest": str(gen.manifest), "months": months}
+    job["threads"] = args.threads
+    # each measurement in a process of its own (fresh pools and GDAL caches), pinned to
+    # --threads cores; the server stays here, as a provider's would be elsewhere
+    spawn_ctx = multiprocessing.get_context("spawn")
 
-    _payesh_months(by_month, city)  # first use: imports, compiled kernels, GDAL
-    local_s, (local, _) = _timed(lambda: _payesh_months(by_month, city))
+    def child(**kw: Any) -> dict[str, Any]:
+        with ProcessPoolExecutor(1, mp_context=spawn_ctx) as pool:
+            result: dict[str, Any] = pool.submit(_child, {**job, **kw}).result()
+            return result
+
+    local = child(base=None, io=None, peer=False)
     rows: list[dict[str, Any]] = []
     print(
-        f"{args.size:g} km city, {args.months} month(s), {len(s2_items)} Sentinel-2 scenes, "
-        f"{args.threads} cores; local files: payesh {local_s:.2f} s",
+        f"{args.size:g} km city, {args.months} month(s), {local['s2_scenes']} Sentinel-2 "
+        f"scenes, {args.threads} cores; local files: payesh {local['seconds']:.2f} s",
         flush=True,
     )
     with servers.serve_directory(root) as srv:
         for latency in args.latency_ms:
-            srv.reset()
-            srv.latency_s = latency / 1000
             row: dict[str, Any] = {"latency_ms": latency}
-            for label, io in (("payesh_io_cores", str(args.threads)), ("payesh", None)):
-                if io is None:
-                    os.environ.pop("PAYESH_IO_THREADS", None)
-                else:
-                    os.environ["PAYESH_IO_THREADS"] = io
-                remote = {
-                    m: {k: _remote(v, srv.url, root) for k, v in items.items()}
-                    for m, items in by_month.items()
-                }
-                seconds, (got, parts) = _timed(lambda remote=remote: _payesh_months(remote, city))
-                hits = srv.take_hits()
-                row[label] = {
-                    "seconds": round(seconds, 3),
-                    "s2_seconds": round(parts["s2"], 3),
-                    "landsat_seconds": round(parts["landsat"], 3),
-                    "viirs_seconds": round(parts["viirs"], 3),
-                    "requests": len(hits),
-                    "most_in_flight": srv.most_in_flight,
-                    "io_threads": int(io) if io else IO_THREADS,
-                    "same_as_local": _same(got, local),
-                }
-                srv.most_in_flight = 0
-            os.environ.pop("PAYESH_IO_THREADS", None)
-            items = _remote(s2_items, srv.url, root)
-            seconds, _ = _timed(lambda items=items: _peer_load(items, city, args.threads))
-            hits = srv.take_hits()
-            row["peer_load_s2"] = {
-                "seconds": round(seconds, 3),
-                "requests": len(hits),
-                "most_in_flight": srv.most_in_flight,
-            }
-            srv.most_in_flight = 0
+            for label, io, peer in (
+                ("payesh_io_cores", args.threads, False),
+                ("payesh", None, False),
+                ("peer_load_s2", None, True),
+                ("peer_load_s2_io", IO_THREADS, True),
+            ):
+                srv.reset()
+                srv.latency_s = latency / 1000
+                row[label] = child(base=srv.url, io=io, peer=peer)
+                row[label] |= {"requests": len(srv.take_hits())}
+                row[label] |= {"most_in_flight": srv.most_in_flight}
+                if not peer:
+                    row[label]["same_as_local"] = row[label].pop("digest") == local["digest"]
             rows.append(row)
             a, b, c = row["payesh_io_cores"], row["payesh"], row["peer_load_s2"]
+            d = row["peer_load_s2_io"]
             print(
                 f"latency {latency:g} ms: payesh io={args.threads} {a['seconds']:.2f} s "
                 f"(S2 {a['s2_seconds']:.2f}; {a['requests']} requests, {a['most_in_flight']} "
                 f"at once) | payesh io={b['io_threads']} {b['seconds']:.2f} s (S2 "
                 f"{b['s2_seconds']:.2f}; {b['requests']} requests, {b['most_in_flight']} at "
                 f"once) | the peer's S2 load {c['seconds']:.2f} s ({c['requests']} requests, "
-                f"{c['most_in_flight']} at once) | payesh ÷ io=cores "
+                f"{c['most_in_flight']} at once; {d['seconds']:.2f} s on {IO_THREADS} Dask "
+                f"threads) | payesh ÷ io=cores "
                 f"{a['seconds'] / b['seconds']:.1f}×, peer's S2 load ÷ payesh's S2 months "
                 f"{c['seconds'] / b['s2_seconds']:.1f}× | equal to local: "
                 f"{a['same_as_local'] and b['same_as_local']}",
@@ -288,9 +312,9 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "size_km": args.size,
         "months": args.months,
-        "s2_scenes": len(s2_items),
+        "s2_scenes": local["s2_scenes"],
         "threads": args.threads,
-        "local_payesh_seconds": round(local_s, 3),
+        "local_payesh": local,
         "rows": rows,
         "flows": flows,
     }
