@@ -250,15 +250,18 @@ def monitor_city(
     month_params = {"cache": str(kept) if kept else None, "reuse": not force}
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
     # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
-    # months (small) are made one at a time alongside them, not after them.
+    # months (small) are made alongside them, not after them: from local files one at a
+    # time, one of each beside each Sentinel-2 month; from remote ones (which wait on
+    # round trips, not on the cores) Landsat's and VIIRS's at once, all queued at the start.
+    remote = plan.reads_remote()
     # the objects of the imports and the plan are left out of the run's full collections
     with staging.run_stage() as stage, frozen_heap():
         with (
             dask_client(dask_address),
-            ThreadPoolTaskRunner[Any](max_workers=1) as side,
+            ThreadPoolTaskRunner[Any](max_workers=2 if remote else 1) as side,
             ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,
         ):
-            # a Landsat and a VIIRS month (~0.2 s of one thread) are made beside each
+            # local: a Landsat and a VIIRS month (~0.2 s of one thread) beside each
             # Sentinel-2 month, not all 24 beside the first: they fill the cores' gaps
             others = [
                 (key, task)
@@ -276,12 +279,13 @@ def monitor_city(
             if "s2" in plan.items:
                 params = {"plan": plan, "stage": str(stage), **month_params}
                 s2_futures = [s2.submit(s2_month_task, {**params, "month": m}) for m in months]
-                submit_side(months[0])
+                for m in months if remote else months[:1]:
+                    submit_side(m)
                 monthly["s2"] = []
                 for i, future in enumerate(s2_futures):
                     monthly["s2"].append(future.result())
                     report("s2: load, mask, composite", i + 1, len(months))
-                    if i + 1 < len(months):
+                    if not remote and i + 1 < len(months):
                         submit_side(months[i + 1])
             else:
                 for m in months:

@@ -23,7 +23,7 @@ from payesh.period import Period
 from payesh.sources.aws import check_credentials
 from payesh.sources.profiles import PRODUCTS, product_for_collection
 from payesh.sources.stac import open_catalog
-from payesh.sources.validate import skip_bad_items, skipped_ids
+from payesh.sources.validate import any_remote, skip_bad_items, skipped_ids
 
 __all__ = ["NIGHT_LIGHTS", "RunPlan", "native_origin", "plan_run"]
 
@@ -88,6 +88,11 @@ class RunPlan:
             if t.year == month.year and t.month == month.month:
                 out.append(item)
         return out
+
+    def reads_remote(self) -> bool:
+        """Whether any item's assets are read over a network (http, s3, GDAL ``/vsi``):
+        such reads wait on round trips more than on the cores."""
+        return any(any_remote(items) for items in self.items.values())
 
     def item_ids(self, product: str, month: pd.Timestamp | None = None) -> list[str]:
         """Ids of the items behind ``product`` (in ``month``, if given)."""

@@ -23,6 +23,27 @@ pytestmark = pytest.mark.integration
 TINY_START, TINY_END = "2025-01", "2025-08"  # the period monitored_tiny_city ran
 
 
+def _task_spans(state: Any, kinds: tuple[str, ...]) -> dict[str, list[tuple[Any, Any]]]:
+    """(start, end) of the flow run's task runs whose names begin with each of ``kinds``,
+    in order of start."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+    return {
+        kind: sorted(
+            (r.start_time, r.end_time)
+            for r in runs
+            if r.name.startswith(kind) and r.start_time is not None and r.end_time is not None
+        )
+        for kind in kinds
+    }
+
+
 def test_flow_through_the_stac_api_equals_the_static_store(
     monitored_tiny_city: tuple[Any, Path, dict[str, Any]],
     stac_api: str,
@@ -34,14 +55,15 @@ def test_flow_through_the_stac_api_equals_the_static_store(
     gen, static_store, _ = monitored_tiny_city
     name = load_city(gen.manifest).name
     api_store = tmp_path / "store"
-    result = monitor_city(
+    state = monitor_city(
         city=str(gen.manifest),
         catalog=stac_api,
         start=TINY_START,
         end=TINY_END,
         store=str(api_store),
+        return_state=True,
     )
-    assert result["status"] == "committed"
+    assert state.result()["status"] == "committed"
     # it really went over HTTP: the asset server saw range requests for COGs
     cog_reads = [h for h in assets.take_hits() if h.path.endswith(".tif") and h.range]
     assert cog_reads, "no range request reached the asset server"
@@ -64,6 +86,12 @@ def test_flow_through_the_stac_api_equals_the_static_store(
     assert api_prov["catalog"] == stac_api != static_prov["catalog"]
     assert len(history(name, store=str(api_store))) == 1
 
+    # remote items wait on round trips, not on the cores: Landsat's and VIIRS's months are
+    # made two at a time, all queued at the start (not paced by Sentinel-2's)
+    spans = _task_spans(state, ("landsat-month", "viirs-month"))
+    (l_start, l_end), (v_start, v_end) = spans["landsat-month"][0], spans["viirs-month"][0]
+    assert l_start < v_end and v_start < l_end, "the first Landsat and VIIRS months did not overlap"
+
 
 def test_months_made_at_once_give_the_same_store(
     monitored_tiny_city: tuple[Any, Path, dict[str, Any]],
@@ -73,8 +101,6 @@ def test_months_made_at_once_give_the_same_store(
     """Three Sentinel-2 months in flight, Landsat and VIIRS alongside: the same store as
     the fixture's run, made with the default (one month at a time below 8 cores)."""
     from flows.monitor import monitor_city, s2_months_at_once
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     gen, static_store, _ = monitored_tiny_city
     name = load_city(gen.manifest).name
@@ -101,19 +127,7 @@ def test_months_made_at_once_give_the_same_store(
     )
 
     # and they were made at once: Sentinel-2 month tasks overlap, Landsat's run among them
-    run_id = state.state_details.flow_run_id
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-        )
-    spans = {
-        kind: sorted(
-            (r.start_time, r.end_time)
-            for r in runs
-            if r.name.startswith(kind) and r.start_time is not None and r.end_time is not None
-        )
-        for kind in ("s2-month", "landsat-month")
-    }
+    spans = _task_spans(state, ("s2-month", "landsat-month"))
     s2 = spans["s2-month"]
     assert len(s2) == 8
     assert any(b[0] < a[1] for a, b in itertools.pairwise(s2)), "no two S2 months overlapped"
