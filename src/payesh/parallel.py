@@ -51,11 +51,12 @@ MALLOC_ARENAS = 2
 
 MAX_THREADS = 16
 
-IO_THREADS = 32
+IO_THREADS = 64
 """Requests in flight at once for remote imagery (:func:`io_threads`). A remote read is
 mostly waiting on the network: the 6 km bench city's year-long flow against a STAC API
-and COGs 100 ms away took 28 s with 16, 22 s with 32 and 23 s with 64, on 2 cores
-(66 s at 30 ms with 2; ``benchmarks/remote.py``, benchmarks/README.md)."""
+and COGs 100 ms away took 20 s with 32, 15-16 s with 64 and with 128 (a month's 42
+Sentinel-2 files are checked in one wave), on 2 cores; 161 s with 2 (as many as the
+cores). ``benchmarks/remote.py``, benchmarks/README.md "Remote imagery"."""
 
 
 def default_threads() -> int:
