@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 import servers  # noqa: E402
 
 from payesh.parallel import IO_THREADS  # noqa: E402
-from run import RESULTS, _git_head, city_for, machine, record  # noqa: E402
+from run import RESULTS, WORK, _git_head, city_for, machine, record  # noqa: E402
 
 _fresh = itertools.count()
 
@@ -184,7 +184,8 @@ def _flows(args: argparse.Namespace, gen: Any, root: Path) -> list[dict[str, Any
     at the latency server, with io threads = cores and with payesh's default."""
     import run
 
-    work = Path(tempfile.mkdtemp(prefix="remote-", dir=run.WORK))
+    args.work.mkdir(parents=True, exist_ok=True)  # a fresh clone has no data/ yet
+    work = Path(tempfile.mkdtemp(prefix="remote-", dir=args.work))
     server = run.PrefectServer(work)
     rows: list[dict[str, Any]] = []
 
@@ -245,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--blocksize", type=int, default=512)
     p.add_argument("--gen-workers", type=int, default=None)
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=WORK,
+        help="the flows' stores, logs and Prefect server home (default data/bench/runs)",
+    )
     p.add_argument(
         "--flow",
         action="store_true",

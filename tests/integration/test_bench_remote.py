@@ -25,7 +25,7 @@ def test_remote_benchmark_records_payesh_the_peer_and_the_flows(tmp_path: Path) 
     argv = [sys.executable, str(ROOT / "benchmarks" / "remote.py")]
     argv += ["--size", "2", "--months", "1", "--end", "2025-03", "--threads", "1", "--flow"]
     argv += ["--latency-ms", "10"]
-    argv += ["--results", str(tmp_path / "results")]
+    argv += ["--results", str(tmp_path / "results"), "--work", str(tmp_path / "work" / "new")]
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (path,) = (tmp_path / "results").glob("*-remote.json")
