@@ -402,7 +402,9 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 r["payesh"]["max_rss_mb"] / r["peer"]["max_rss_mb"], 2
             )
         share = r["payesh"].get("stages", {}).get("share", {})
-        entry["classify_share"] = share.get("classify")
+        # a stage the sampler never caught (a 2 km city's classifier takes milliseconds)
+        # had no share of the samples: 0, not unknown
+        entry["classify_share"] = share.get("classify", 0.0) if share else None
         out["by_size"][f"{r['size_km']:g}"] = entry
     if len(rows) > 1:
         small, big = rows[0], rows[-1]
