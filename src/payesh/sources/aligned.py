@@ -53,7 +53,7 @@ from payesh.parallel import (
 from payesh.sources.checksum import readable_href
 from payesh.sources.cogtiles import TileSource, tile_source
 from payesh.sources.profiles import S2_SATURATED_DN
-from payesh.sources.rio_retry import is_remote, retry_rio
+from payesh.sources.rio_retry import retry_rio
 
 #: Thread-seconds spent per stage since the process started (read = open + decode +
 #: placing on the grid; mask = SCL masks; composite = medians). The benchmark reads it.
@@ -102,19 +102,6 @@ def _centre_indices(origin: float, step: float, n: int, src_origin: float, src_s
     index = np.floor(pos).astype(np.int64)
     index.setflags(write=False)
     return index
-
-
-def _asset_grid(href: str, geobox: GeoBox) -> AssetGrid | None:
-    """The asset's grid mapping, its dataset left open for the reads; ``None`` if not aligned."""
-    src = rasterio.open(readable_href(href))
-    try:
-        grid = _grid_of(src, href, geobox)
-    except BaseException:
-        src.close()
-        raise
-    if grid is None:
-        src.close()
-    return grid
 
 
 def _grid_of(src: Any, href: str, geobox: GeoBox, *, halo: bool = False) -> AssetGrid | None:
@@ -178,33 +165,22 @@ def plan_aligned(
     """Per-item read plans, or ``None`` when any asset is not aligned with ``geobox``.
 
     ``scale_offset[item_id][band]`` and ``nodata[item_id][band]`` come from the items'
-    ``raster:bands`` (see :mod:`payesh.sources.load`). Every (item, asset) is opened as a
-    job of its own on ``threads`` threads: remote files cost a few round trips each, so
-    their openings overlap. On an error or a grid that is not aligned, every file opened
-    here is closed again.
+    ``raster:bands`` (see :mod:`payesh.sources.load`). Each (item, asset) is checked and
+    opened as :func:`s2_month_aligned` does it, a job of its own on ``threads`` threads;
+    a file that fails its checks is a :class:`~payesh.errors.SourceError` naming it. On
+    an error or a grid that is not aligned, every file opened here is closed again.
     """
-
-    def one(item: pystac.Item, key: str) -> AssetGrid | None:
-        href = item.assets[key].get_absolute_href() or item.assets[key].href
-        where = f"item {item.id!r} asset {key!r} ({href.split('?', 1)[0]})"
-
-        def grid_of() -> AssetGrid | None:
-            with rasterio.Env(**dict(env or {})):
-                return _asset_grid(href, geobox)
-
-        try:
-            return retry_rio(grid_of, where=where) if is_remote(href) else grid_of()
-        except rasterio.errors.RasterioIOError as err:
-            raise SourceError(f"{where}: cannot open it: {err}") from err
-
     pool = shared_pool("aligned-plan", max(1, threads))
     jobs = [(item, band, key) for item in items for band, key in asset_keys.items()]
-    opens = [partial(one, item, key) for item, _, key in jobs]
-    found = _open_all(pool, opens, grid=lambda g: g)
-    opened = [grid for grid in found if grid is not None]
-    if len(opened) < len(jobs):
+    opens = [partial(_checked_grid, *job, geobox, dict(env or {})) for job in jobs]
+    checked = _open_all(pool, opens, grid=lambda found: found[1])
+    opened = [grid for _, grid in checked if grid is not None]
+    problem = next((p for p, _ in checked if p is not None), None)
+    if problem is not None or len(opened) < len(jobs):
         for grid in opened:
             grid.dataset.close()
+        if problem is not None:
+            raise SourceError(problem)
         return None
     grids: dict[str, dict[str, AssetGrid]] = {}
     for (item, band, _), grid in zip(jobs, opened, strict=True):

@@ -271,12 +271,12 @@ def skip_bad_items(
     """
     found = [metadata_problem(item, product, bands) for item in items]
     if env is not None:
-        files = [
-            (i, item, product.asset_key(band, frozenset(item.assets)) or "")
-            for i, item in enumerate(items)
-            if found[i] is None
-            for band in bands
-        ]
+        files = []  # (item's index, item, asset key) of the items whose metadata passed
+        for i, item in enumerate(items):
+            for band in bands if found[i] is None else ():
+                key = product.asset_key(band, frozenset(item.assets))
+                assert key is not None  # metadata_problem found every band's asset
+                files.append((i, item, key))
 
         def check(job: tuple[int, pystac.Item, str]) -> str | None:
             return file_problem(job[1], job[2], env=env)
