@@ -54,6 +54,7 @@ __all__ = [
     "configure_retries",
     "current_policy",
     "gdal_http_options",
+    "get_range",
     "looks_transient",
     "policy_from_env",
     "with_retries",
@@ -329,6 +330,50 @@ def with_retries(
             )
             sleep(wait)
     raise RetriesExhausted(url, policy.attempts, last, status)
+
+
+_sessions = threading.local()
+
+
+def _session() -> requests.Session:
+    """This thread's session: its connections are kept alive between requests."""
+    session: requests.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = requests.Session()
+    return session
+
+
+def get_range(url: str, start: int, size: int, *, policy: RetryPolicy | None = None) -> bytes:
+    """Bytes ``start`` to ``start + size - 1`` of ``url`` (one range request), retried
+    under ``policy`` (default :func:`current_policy`) like any other request; a body of
+    another length (cut short) is retried too. A server that ignores ``Range`` (200) is
+    answered from its whole body. Each thread keeps its own connections.
+
+    Raises
+    ------
+    RetriesExhausted
+        Every attempt failed; its message names the URL without its query (which may
+        hold a signature).
+    pystac_client.exceptions.APIError
+        The server refused the request (4xx other than 408/429).
+    """
+    policy = policy or current_policy()
+    end = start + size - 1
+
+    def once() -> bytes:
+        resp = _session().get(
+            url, headers={"Range": f"bytes={start}-{end}"}, timeout=policy.timeout
+        )
+        check_response(resp)
+        data = resp.content
+        if resp.status_code == 200:  # Range ignored: the whole file came
+            data = data[start : end + 1]
+        if len(data) != size:
+            raise TransientError(f"{len(data)} bytes instead of the {size} asked for")
+        return data
+
+    where = f"GET {url.split('?', 1)[0]} bytes {start}-{end}"
+    return with_retries(once, url=where, policy=policy)
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
