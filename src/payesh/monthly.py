@@ -134,6 +134,7 @@ def s2_month(
     buffer_px: int = 1,
     bands: Sequence[str] = S2_REFLECTANCE,
     threads: int | None = None,
+    ahead: Sequence[pystac.Item] | None = None,
 ) -> xr.Dataset:
     """Monthly median Sentinel-2 surface reflectance on the city grid.
 
@@ -141,7 +142,9 @@ def s2_month(
     city processed in its tiles' UTM zone) and no Dask ``chunks`` are asked for, the
     month is read with windowed reads straight into the grid
     (:mod:`payesh.sources.aligned`, on ``threads`` threads); otherwise through odc-stac.
-    Both give the same values, masks and counts.
+    Both give the same values, masks and counts. ``ahead``: the next month's items, whose
+    remote files the aligned reader opens while it reads this month
+    (:func:`payesh.sources.aligned.open_ahead`).
 
     Returns
     -------
@@ -156,7 +159,13 @@ def s2_month(
     try:
         if chunks is None:
             fast = s2_month_aligned(
-                items, geobox, month, bands=bands, buffer_px=buffer_px, threads=threads
+                items,
+                geobox,
+                month,
+                bands=bands,
+                buffer_px=buffer_px,
+                threads=threads,
+                ahead=ahead,
             )
             if fast is not None:
                 _warn_if_cloudy(fast, month, "Sentinel-2")

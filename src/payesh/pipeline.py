@@ -180,17 +180,26 @@ def stage_s2_month(plan: RunPlan, layers: xr.Dataset, stage: str | Path) -> xr.D
 
 
 def make_s2_month(
-    plan: RunPlan, month: pd.Timestamp, *, stage: str | Path | None = None
+    plan: RunPlan,
+    month: pd.Timestamp,
+    *,
+    stage: str | Path | None = None,
+    following: pd.Timestamp | None = None,
 ) -> xr.Dataset:
     """One Sentinel-2 month as a run keeps it: composite, then :func:`s2_month_layers`;
     with ``stage``, written there and returned lazily (:func:`stage_s2_month`).
+    ``following``: the month the run makes next, whose remote files are opened while this
+    one is read (:func:`payesh.sources.aligned.open_ahead`).
 
     What the month freed stays with malloc for the next month, which allocates the same
     arrays again: given back to the system after every month (``malloc_trim``), each
     month faulted its ~500 MB in afresh at 24 km (35 000 page faults, 0.2–0.3 CPU-s a
     month), for the same peak. The run gives it back once, after its last month.
     """
-    composite = s2_month(plan.month_items("s2", month), city_geobox(plan.city), month).compute()
+    ahead = plan.month_items("s2", following) if following is not None else None
+    composite = s2_month(
+        plan.month_items("s2", month), city_geobox(plan.city), month, ahead=ahead
+    ).compute()
     layers = s2_month_layers(composite)  # classified now: the bands are not kept
     if stage is None:
         return layers

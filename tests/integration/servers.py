@@ -369,6 +369,10 @@ class FaultyServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    #: connections waiting to be accepted: a provider takes many at once. socketserver's
+    #: default (5) made the kernel drop the connections of 64 threads opening at once,
+    #: each dropped one costing the client a second (TCP's first SYN retransmit)
+    request_queue_size = 128
 
     def __init__(
         self, *, root: Path | None = None, upstream: tuple[str, int] | None = None

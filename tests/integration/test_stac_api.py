@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from concurrent.futures import wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,85 @@ def test_static_catalog_search_is_unchanged(tiny_city: Any, static_plan: RunPlan
     )
     assert [i.id for i in found] == ids(static_plan)["s2"]
     assert datetime(2025, 1, 1, tzinfo=UTC) <= found[0].datetime  # type: ignore[operator]
+
+
+# --- the next month's files opened while a month is read --------------------------------------
+
+
+def test_the_next_months_files_are_opened_while_a_month_is_read(
+    tiny_city: Any, static_plan: RunPlan, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    """``s2_month(..., ahead=next month's items)``: the next month then reads its tiles
+    and nothing else (no HEAD, no header, no checksum download: its files came checked
+    and open), and both months equal the static catalog's."""
+    from payesh.sources import aligned
+
+    first, second = pd.Timestamp("2025-04-01"), pd.Timestamp("2025-05-01")
+    city = load_city(tiny_city.manifest)
+    gbox = city_geobox(city)
+    a = retagged(api_plan.month_items("s2", first), "ahead-a")
+    b = retagged(api_plan.month_items("s2", second), "ahead-b")
+    assert a and b
+    got_a = s2_month(a, gbox, first, ahead=b)
+    with aligned._ahead_lock:
+        opening = list(aligned._ahead[-1].values())
+    assert len(opening) == len(b) * 7  # six bands and SCL an item
+    wait(opening)  # (under load they may outlast month a's reads)
+    for future in opening:  # and each file's byte order, asked for beside its opening
+        grid = future.result()[1]
+        assert grid is not None and grid.tiles is not None and grid.tiles.file.remote
+        assert grid.tiles.file.little_endian()
+    assets.take_hits()
+    got_b = s2_month(b, gbox, second)
+    hits = assets.take_hits()
+    assert hits and all(h.method == "GET" and h.range for h in hits), hits
+    assert not any((h.range or "").startswith("bytes=0-") for h in hits)  # no header
+    n_files = len(b) * 7  # six bands and SCL an item
+    assert len(hits) <= n_files  # tiles only (one a file here), neighbours in one request
+    for got, month in ((got_a, first), (got_b, second)):
+        static = s2_month(static_plan.month_items("s2", month), gbox, month)
+        xr.testing.assert_identical(got, static)
+
+
+def test_files_opened_ahead_that_failed_or_were_never_read(
+    tiny_city: Any, static_plan: RunPlan, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    """A month whose files could not be opened ahead (the server was down) opens them
+    itself, and gives what the static catalog gives; files opened ahead for a month no
+    run read are closed once newer months were opened ahead."""
+    from payesh.sources import aligned
+    from payesh.sources.http import configure_retries
+
+    month = pd.Timestamp("2025-06-01")
+    city = load_city(tiny_city.manifest)
+    gbox = city_geobox(city)
+    items = retagged(api_plan.month_items("s2", month), "ahead-down")
+    configure_retries(RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02, seed=0))
+    try:
+        assets.faults.always(status=503)
+        assert aligned.open_ahead(items, gbox, bands=("red", "nir")) == len(items) * 3
+        with aligned._ahead_lock:
+            futures = list(aligned._ahead[-1].values())
+        assert all(f.exception() is not None for f in futures)  # the server was down
+        assets.faults.clear()
+        got = s2_month(items, gbox, month, bands=("red", "nir"))
+    finally:
+        configure_retries(None)
+    static = s2_month(static_plan.month_items("s2", month), gbox, month, bands=("red", "nir"))
+    xr.testing.assert_identical(got, static)
+
+    unread = retagged(api_plan.month_items("s2", month), "ahead-unread")
+    assert aligned.open_ahead(unread, gbox, bands=("red",)) == len(unread) * 2
+    with aligned._ahead_lock:
+        opened = list(aligned._ahead[-1].values())
+    grids = [f.result()[1] for f in opened]
+    assert all(g is not None and not g.dataset.closed for g in grids)
+    for k in range(aligned.AHEAD_MONTHS):  # newer months, opened ahead (and not read)
+        later = retagged(api_plan.month_items("s2", month), f"ahead-later{k}")
+        aligned.open_ahead(later, gbox, bands=("red",))
+    assert all(g is not None and g.dataset.closed for g in grids)
+    with aligned._ahead_lock:  # leave nothing open for the other tests
+        rest, aligned._ahead[:] = list(aligned._ahead), []
+    for group in rest:
+        for future in group.values():
+            future.result()[1].dataset.close()

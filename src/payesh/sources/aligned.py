@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from itertools import pairwise
@@ -67,7 +67,14 @@ def _add_time(stage: str, start: float) -> None:
         STAGE_SECONDS[stage] += time.perf_counter() - start
 
 
-__all__ = ["AssetGrid", "close_plans", "plan_aligned", "read_s2_month_aligned", "s2_month_aligned"]
+__all__ = [
+    "AssetGrid",
+    "close_plans",
+    "open_ahead",
+    "plan_aligned",
+    "read_s2_month_aligned",
+    "s2_month_aligned",
+]
 
 
 @dataclass(frozen=True)
@@ -787,6 +794,133 @@ def read_s2_month_aligned(
     return out
 
 
+#: Files of months to come checked and opened ahead (:func:`open_ahead`), a group per
+#: month (file key -> the future of its :func:`_checked_grid`); at most
+#: :data:`AHEAD_MONTHS` groups are kept, the oldest one's files closed when a new one comes.
+AHEAD_MONTHS = 2
+_ahead: list[dict[tuple[Any, ...], Future[tuple[str | None, AssetGrid | None]]]] = []
+_ahead_lock = threading.Lock()
+
+
+def _file_key(
+    item: pystac.Item, band: str, key: str, geobox: GeoBox, env: Mapping[str, str]
+) -> tuple[Any, ...]:
+    """What makes two openings of a file the same: the item, band and asset, its href (a
+    signed URL included), the grid and the GDAL options."""
+    g = geobox.affine
+    return (
+        item.id,
+        band,
+        key,
+        item.assets[key].href,
+        tuple(geobox.shape),
+        (g.a, g.b, g.c, g.d, g.e, g.f),
+        str(geobox.crs),
+        tuple(sorted(env.items())),
+    )
+
+
+def _close_checked(future: Future[tuple[str | None, AssetGrid | None]]) -> None:
+    """Close the file a :func:`_checked_grid` job opened, once it is done."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    grid = future.result()[1]
+    if grid is not None:
+        grid.dataset.close()
+
+
+def _month_files(
+    items: Sequence[pystac.Item], bands: Sequence[str], *, warn: bool = True
+) -> tuple[list[pystac.Item], dict[str, str], dict[str, str], bool]:
+    """``(items, asset keys, GDAL options, remote)`` of a month's Sentinel-2 read: the
+    items whose metadata passed the checks (each other one warned about, with ``warn``),
+    signed; the asset key of each band and SCL."""
+    from payesh.sources import load
+    from payesh.sources.aws import read_options
+    from payesh.sources.profiles import S2
+    from payesh.sources.signing import sign_items
+    from payesh.sources.validate import metadata_problem, skip_bad_items
+
+    wanted = (*bands, "scl")
+    if warn:
+        passed = skip_bad_items(items, S2, wanted, stacklevel=5)
+    else:
+        passed = [i for i in items if metadata_problem(i, S2, wanted) is None]
+    ready = sign_items(passed)
+    keys = load._asset_keys(ready, S2, wanted) if ready else {}
+    hrefs = [ready[0].assets[k].href for k in keys.values()] if ready else []
+    remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
+    env = load.gdal_remote_env() if remote else dict(load.GDAL_LOCAL)
+    env |= read_options(ready, keys.values())  # requester-pays buckets
+    return ready, keys, env, remote
+
+
+def open_ahead(items: Sequence[pystac.Item], geobox: GeoBox, *, bands: Sequence[str]) -> int:
+    """Start checking and opening the remote files of a month to come, in the background
+    (:func:`s2_month_aligned` of those items then takes them instead of opening them:
+    four round trips a file, ~0.4 s a month at 100 ms, no longer on its path). Local
+    files are not opened ahead (it would only move CPU). Returns the files started.
+
+    A file whose check raised (the network) is opened again by the month itself; a
+    group of files no month took is closed when :data:`AHEAD_MONTHS` newer ones came.
+    """
+    try:
+        ready, keys, env, remote = _month_files(items, bands, warn=False)
+    except SourceError:  # a signer out of reach: the month itself will say so
+        return 0
+    if not remote or not ready:
+        return 0
+    pool = shared_pool("aligned-check", io_threads())
+    group = {
+        _file_key(item, band, key, geobox, env): pool.submit(
+            _checked_grid, item, band, key, geobox, env
+        )
+        for item in ready
+        for band, key in keys.items()
+    }
+    with _ahead_lock:
+        _ahead.append(group)
+        dropped = _ahead[:-AHEAD_MONTHS]
+        del _ahead[:-AHEAD_MONTHS]
+    for old in dropped:
+        for future in old.values():
+            future.add_done_callback(_close_checked)
+    return len(group)
+
+
+def _checked_files(
+    pool: Any, files: Sequence[tuple[pystac.Item, str, str]], geobox: GeoBox, env: dict[str, str]
+) -> list[tuple[str | None, AssetGrid | None]]:
+    """:func:`_checked_grid` of every file, each a job on ``pool`` unless it was opened
+    ahead (:func:`open_ahead`) without an error; on an error every file opened is closed."""
+    with _ahead_lock:
+        ahead = []
+        for job in files:
+            k = _file_key(*job, geobox, env)
+            ahead.append(next((group.pop(k) for group in _ahead if k in group), None))
+    found: list[tuple[str | None, AssetGrid | None] | None] = []
+    for future in ahead:
+        try:
+            found.append(future.result() if future is not None else None)
+        except Exception:  # the network, say: the month opens it again below
+            found.append(None)
+    todo = [i for i, got in enumerate(found) if got is None]
+    try:
+        fresh = _open_all(
+            pool,
+            [partial(_checked_grid, *files[i], geobox, env) for i in todo],
+            grid=lambda checked: checked[1],
+        )
+    except BaseException:
+        for got in found:
+            if got is not None and got[1] is not None:
+                got[1].dataset.close()
+        raise
+    for i, got in zip(todo, fresh, strict=True):
+        found[i] = got
+    return [got for got in found if got is not None]
+
+
 def s2_month_aligned(
     items: Sequence[pystac.Item],
     geobox: GeoBox,
@@ -795,6 +929,7 @@ def s2_month_aligned(
     bands: Sequence[str],
     buffer_px: int = 1,
     threads: int | None = None,
+    ahead: Sequence[pystac.Item] | None = None,
 ) -> xr.Dataset | None:
     """The month's Sentinel-2 composite by aligned reads, or ``None`` if not aligned.
 
@@ -802,28 +937,22 @@ def s2_month_aligned(
     skipped with a :class:`~payesh.errors.BadItemWarning`; the file checks run on the
     thread pool), and scale/offset are taken per item exactly as it takes them. Remote
     files are checked, opened and read :func:`~payesh.parallel.io_threads` at a time.
+    ``ahead``: the next month's items, whose remote files are checked and opened
+    (:func:`open_ahead`) while this month is read.
     """
     from payesh.sources import load
-    from payesh.sources.aws import read_options
     from payesh.sources.profiles import S2
-    from payesh.sources.signing import sign_items
-    from payesh.sources.validate import skip_bad_items
 
-    wanted = (*bands, "scl")
-    ready = sign_items(skip_bad_items(items, S2, wanted, stacklevel=4))  # metadata checks
-    keys = load._asset_keys(ready, S2, wanted) if ready else {}
-    hrefs = [ready[0].assets[k].href for k in keys.values()] if ready else []
-    remote = any(h.startswith(("http://", "https://", "s3://", "/vsi")) for h in hrefs)
-    env = load.gdal_remote_env() if remote else dict(load.GDAL_LOCAL)
-    env |= read_options(ready, keys.values())  # requester-pays buckets
+    ready, keys, env, remote = _month_files(items, bands)  # metadata checks
     n = threads or default_threads()
     n_io = io_threads() if remote else n
     pool = shared_pool("aligned-check", n_io)
     # checksum, open, CRS, last block, the grid: a job per file (a remote one with its
     # retries), each file opened once and kept open for the reads
     files = [(item, band, key) for item in ready for band, key in keys.items()]
-    opens = [partial(_checked_grid, *job, geobox, env) for job in files]
-    checked = _open_all(pool, opens, grid=lambda checked: checked[1])
+    checked = _checked_files(pool, files, geobox, env)
+    if ahead is not None:
+        open_ahead(ahead, geobox, bands=bands)
     problems: list[str | None] = []
     opened: dict[str, dict[str, AssetGrid] | None] = {}  # None: not aligned
     for k, item in enumerate(ready):

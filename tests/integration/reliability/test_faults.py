@@ -153,7 +153,9 @@ def test_range_reads_without_checksums_survive_the_mix(
     """Range reads (no ``file:checksum`` to read whole files against) under 20 % of
     every fault, bit flips included: payesh fetches the tiles itself and libdeflate's
     checks catch a flipped bit (GDAL, which stops inflating before the stream's
-    Adler-32, would mostly decode it into wrong pixels); the header is GDAL's read."""
+    Adler-32, would mostly decode it into wrong pixels); the header is GDAL's read.
+    Whether a drawn flip lands in tile bytes depends on the order of the requests in
+    flight; ``test_remote_tiles.py`` flips one for sure."""
     month = pd.Timestamp("2025-04-01")
     city = load_city(tiny_city.manifest)
     gbox = city_geobox(city)
@@ -172,7 +174,6 @@ def test_range_reads_without_checksums_survive_the_mix(
     xr.testing.assert_identical(over_http, want)
     faults = injected(hits)
     assert sum(faults.values()) > 0 and any(h.range for h in hits)
-    assert faults["bitflip"] > 0, faults  # damaged tile bytes reached the client
     record(
         "faults",
         request.node.nodeid,
