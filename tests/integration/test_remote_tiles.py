@@ -205,8 +205,11 @@ def test_a_tile_damaged_at_the_source_is_an_error_after_the_attempts(
     assert len(tile_gets) == POLICY.attempts
 
 
-def test_files_read_with_request_options_are_left_to_gdal(server: FaultyServer, pool: Any) -> None:
-    """Requester-pays, headers, credentials: GDAL sends them, payesh's requests would not."""
+def test_files_read_with_request_options_are_left_to_gdal(
+    server: FaultyServer, pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requester-pays, headers, credentials, TLS options: GDAL sends them, payesh's
+    requests would not; given to the reader or set in the environment."""
     for option in ({"AWS_REQUEST_PAYER": "requester"}, {"GDAL_HTTP_HEADERS": "X-A: b"}):
         src, tiles = _open_remote(server, pool, **option)
         with src:
@@ -214,3 +217,7 @@ def test_files_read_with_request_options_are_left_to_gdal(server: FaultyServer, 
     src, tiles = _open_remote(server, pool)
     with src:
         assert tiles is not None
+    monkeypatch.setenv("GDAL_HTTP_BEARER", "a-token")
+    src, tiles = _open_remote(server, pool)
+    with src:
+        assert tiles is None

@@ -61,8 +61,9 @@ _DTYPES = frozenset({"uint8", "int8", "uint16", "int16"})
 MERGE_BYTES = 4 * 2**20
 MERGE_GAP = 16 * 2**10
 
-#: GDAL options that change how a file is fetched (headers, authentication, S3's
-#: requester-pays): a file read under any of them is left to GDAL.
+#: GDAL options that change how a file is fetched (headers, authentication, TLS, a
+#: proxy of GDAL's own, S3's requester-pays): a file read under any of them, given to
+#: the reader or set in the environment (GDAL reads both), is left to GDAL.
 _GDAL_FETCH_OPTIONS = frozenset(
     {
         "GDAL_HTTP_HEADERS",
@@ -71,7 +72,14 @@ _GDAL_FETCH_OPTIONS = frozenset(
         "GDAL_HTTP_USERPWD",
         "GDAL_HTTP_BEARER",
         "GDAL_HTTP_COOKIE",
+        "GDAL_HTTP_COOKIEFILE",
+        "GDAL_HTTP_NETRC_FILE",
         "GDAL_HTTP_PROXY",
+        "GDAL_HTTPS_PROXY",
+        "GDAL_HTTP_PROXYUSERPWD",
+        "GDAL_HTTP_UNSAFESSL",
+        "GDAL_HTTP_SSLCERT",
+        "GDAL_HTTP_SSLKEY",
         "AWS_REQUEST_PAYER",
     }
 )
@@ -385,7 +393,7 @@ def tile_source(
             return None
         if str(src.dtypes[0]) not in _DTYPES:
             return None
-        if remote and (pool is None or _GDAL_FETCH_OPTIONS & set(env or {})):
+        if remote and (pool is None or _GDAL_FETCH_OPTIONS & {*(env or {}), *os.environ}):
             return None
         if not remote and not os.path.isfile(src.name):
             return None
