@@ -355,3 +355,45 @@ def test_files_opened_ahead_that_failed_or_were_never_read(
     for group in rest:
         for future in group.values():
             future.result()[1].dataset.close()
+
+
+def test_a_remote_month_read_in_many_blocks_fetches_each_tile_once(
+    tiny_city: Any, static_plan: RunPlan, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    """City blocks of 7 px (hundreds of them, the cloud buffer crossing their edges),
+    their tiles fetched ahead over HTTP: the same month as the local files in one
+    block, and each file's tile fetched once."""
+    from payesh.sources import aligned
+    from payesh.sources.load import S2_REFLECTANCE, gdal_remote_env
+
+    month = pd.Timestamp("2025-07-01")
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    keys = {b: b for b in (*S2_REFLECTANCE, "scl")}
+
+    def plans(items: list[pystac.Item], env: dict[str, str] | None) -> Any:
+        scale_offset = {i.id: {b: (1e-4, 0.0) for b in S2_REFLECTANCE} for i in items}
+        nodata = {i.id: {b: 0.0 for b in S2_REFLECTANCE} for i in items}
+        found = aligned.plan_aligned(items, gbox, keys, scale_offset, nodata, env=env)
+        assert found is not None
+        return found
+
+    kw: dict[str, Any] = {"buffer_px": 2, "threads": 2}
+    local = plans(static_plan.month_items("s2", month), None)
+    whole = aligned.read_s2_month_aligned(local, gbox, month, S2_REFLECTANCE, **kw)
+    aligned.close_plans(local)
+    env = gdal_remote_env()
+    remote = plans(retagged(api_plan.month_items("s2", month), "many-blocks"), env)
+    assert all(
+        g.tiles is not None and g.tiles.file.remote for p in remote for g in p.grids.values()
+    )
+    assets.take_hits()
+    many = aligned.read_s2_month_aligned(
+        remote, gbox, month, S2_REFLECTANCE, block_px=7, io_threads=8, env=env, **kw
+    )
+    hits = assets.take_hits()
+    aligned.close_plans(remote)
+    xr.testing.assert_equal(whole, many)
+    tiles = [h for h in hits if h.range and not h.range.startswith("bytes=0-")]
+    n_files = len(remote) * len(keys)
+    assert 0 < len(tiles) <= n_files, (len(tiles), n_files)  # one tile a file here
+    assert len({(h.path, h.range) for h in tiles}) == len(tiles)  # none fetched twice
