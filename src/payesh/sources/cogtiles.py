@@ -241,13 +241,13 @@ class TileSource:
         with self._pending_lock:
             return sum(size for _, _, size in self._pending.values())
 
-    def _raw(self, r: int, c: int, offset: int, size: int) -> bytes:
+    def _raw(self, r: int, c: int, offset: int, size: int) -> bytes | memoryview:
         with self._pending_lock:
             ahead = self._pending.pop((r, c), None)
         if ahead is None:
             return self.file.read(offset, size)
         fetch, at, n = ahead
-        return fetch.result()[at : at + n]
+        return memoryview(fetch.result())[at : at + n]  # no copy: the request's bytes
 
     def _decode(self, r: int, c: int) -> np.ndarray | None:
         where = self._where(r, c)
@@ -287,7 +287,7 @@ class TileSource:
         return tile
 
     @staticmethod
-    def _damaged(raw: bytes, nbytes: int) -> bool:
+    def _damaged(raw: bytes | memoryview, nbytes: int) -> bool:
         """Whether a stream that did not inflate into a tile is damaged, rather than one
         that inflates to more than a tile (some writers' last strips: libtiff accepts
         them, so GDAL reads it)."""
@@ -297,7 +297,7 @@ class TileSource:
             return True
         return False
 
-    def _raise_damaged(self, r: int, c: int, raw: bytes) -> None:
+    def _raise_damaged(self, r: int, c: int, raw: bytes | memoryview) -> None:
         fetched = f", fetched {self.file.attempts} times" if self.file.remote else ""
         raise SourceError(
             f"{self.path}: tile (row {r}, column {c}) is damaged: its {len(raw)} bytes "
