@@ -287,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         if path.suffix == ".json":
             headers["Content-Type"] = "application/json"
-        spec = self.headers.get("Range")
+        spec = None if self.server.ignore_ranges else self.headers.get("Range")
         m = _RANGE.match(spec.strip()) if spec else None
         if spec and not m:
             # a multi-range or malformed request: ignoring Range is allowed (RFC 9110)
@@ -391,6 +391,8 @@ class FaultyServer(ThreadingHTTPServer):
         self.latency_s = 0.0
         #: the most requests being answered at once since :meth:`reset`
         self.most_in_flight = 0
+        #: answer every GET with the whole file (200), as a server without range support
+        self.ignore_ranges = False
         self._in_flight = 0
 
     @contextmanager
@@ -423,6 +425,7 @@ class FaultyServer(ThreadingHTTPServer):
         self.faults.clear()
         self.take_hits()
         self.latency_s = 0.0
+        self.ignore_ranges = False
         with self._hits_lock:
             self.most_in_flight = 0
         return self

@@ -23,7 +23,7 @@ from servers import FaultyServer, serve_directory
 
 from payesh.errors import SourceError
 from payesh.sources.cogtiles import TileSource, tile_source
-from payesh.sources.http import RetryPolicy, SourceUnavailable, configure_retries
+from payesh.sources.http import RetryPolicy, SourceUnavailable, configure_retries, get_range
 from payesh.sources.load import gdal_remote_env
 
 pytestmark = pytest.mark.integration
@@ -221,3 +221,19 @@ def test_files_read_with_request_options_are_left_to_gdal(
     src, tiles = _open_remote(server, pool)
     with src:
         assert tiles is None
+
+
+def test_a_server_that_ignores_ranges_still_gives_the_bytes_asked_for(
+    served: tuple[FaultyServer, Path], server: FaultyServer
+) -> None:
+    """A server without range support answers 200 with the whole file: the range is
+    taken from it (slow, but right), not the file's first bytes."""
+    path = served[1]
+    data = path.read_bytes()
+    start, size = len(data) // 3, 1000
+    url = f"{server.url}/t{next(_fresh)}/B04.tif"
+    assert get_range(url, start, size) == data[start : start + size]
+    server.ignore_ranges = True
+    assert get_range(url, start, size) == data[start : start + size]
+    hits = server.take_hits()
+    assert [h.status for h in hits] == [206, 200]
