@@ -32,6 +32,7 @@ from payesh.parallel import (
     frozen_heap,
     months_in_flight,
     release_native_memory,
+    side_months_in_flight,
     threaded_dask,
     usable_cores,
 )
@@ -71,12 +72,6 @@ def dask_client(address: str | None) -> Iterator[Any]:
         return
     with threaded_dask():
         yield None
-
-
-#: Landsat and VIIRS months a run from remote files makes at once: each is a few round
-#: trips in turn (GDAL's opening, then its reads), little CPU. The 6 km bench year at
-#: 100 ms a request: 12.1-13.2 s with 2, 10.1 s with 4, 10.2-11.2 s with 8.
-REMOTE_SIDE_MONTHS = 4
 
 
 def s2_months_at_once() -> int:
@@ -261,13 +256,13 @@ def monitor_city(
     # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
     # months (small) are made alongside them, not after them: from local files one at a
     # time, one of each beside each Sentinel-2 month; from remote ones (which wait on
-    # round trips, not on the cores) REMOTE_SIDE_MONTHS at once, all queued at the start.
+    # round trips, not on the cores) several at once, all queued at the start.
     remote = plan.reads_remote()
     # the objects of the imports and the plan are left out of the run's full collections
     with staging.run_stage() as stage, frozen_heap():
         with (
             dask_client(dask_address),
-            ThreadPoolTaskRunner[Any](max_workers=REMOTE_SIDE_MONTHS if remote else 1) as side,
+            ThreadPoolTaskRunner[Any](max_workers=side_months_in_flight(remote)) as side,
             ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,
         ):
             # local: a Landsat and a VIIRS month (~0.2 s of one thread) beside each

@@ -31,6 +31,7 @@ __all__ = [
     "months_in_flight",
     "release_native_memory",
     "shared_pool",
+    "side_months_in_flight",
     "usable_cores",
     "whole_along",
 ]
@@ -56,7 +57,8 @@ IO_THREADS = 64
 mostly waiting on the network: the 6 km bench city's year-long flow against a STAC API
 and COGs 100 ms away took 20 s with 32, 15-16 s with 64 and with 128 (a month's 42
 Sentinel-2 files are checked in one wave), on 2 cores; 161 s with 2 (as many as the
-cores). ``benchmarks/remote.py``, benchmarks/README.md "Remote imagery"."""
+cores), at git 4bc5695. With the tiles fetched by payesh (git e0b0f69): 13.1 s with 32,
+9.1 s with 64. ``benchmarks/remote.py``, benchmarks/README.md "Remote imagery"."""
 
 
 def default_threads() -> int:
@@ -284,6 +286,19 @@ def months_in_flight(cores: int, override: str | None = None) -> int:
             raise PayeshError(f"${MONTHS_ENV}={override!r}: expected a whole number ≥ 1")
         return n
     return max(1, min(MAX_MONTHS_IN_FLIGHT, cores // CORES_PER_MONTH))
+
+
+#: Landsat and VIIRS months a run from remote files makes at once (from local files: one,
+#: beside each Sentinel-2 month). Each is a few round trips in turn (GDAL's opening, then
+#: its reads) and little CPU. The 6 km bench year at 100 ms a request, on 2 cores:
+#: 12.1-13.2 s with 2, 10.1 s with 4, 10.2-11.2 s with 8 (benchmarks/README.md).
+REMOTE_SIDE_MONTHS = 4
+
+
+def side_months_in_flight(remote: bool) -> int:
+    """How many Landsat and VIIRS months a run makes at the same time: one from local
+    files, :data:`REMOTE_SIDE_MONTHS` when its items are read over a network."""
+    return REMOTE_SIDE_MONTHS if remote else 1
 
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}

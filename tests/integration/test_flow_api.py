@@ -87,7 +87,8 @@ def test_flow_through_the_stac_api_equals_the_static_store(
     assert len(history(name, store=str(api_store))) == 1
 
     # remote items wait on round trips, not on the cores: Landsat's and VIIRS's months are
-    # made two at a time, all queued at the start (not paced by Sentinel-2's)
+    # made several at a time (parallel.REMOTE_SIDE_MONTHS), all queued at the start (not
+    # paced by Sentinel-2's)
     spans = _task_spans(state, ("landsat-month", "viirs-month"))
     (l_start, l_end), (v_start, v_end) = spans["landsat-month"][0], spans["viirs-month"][0]
     assert l_start < v_end and v_start < l_end, "the first Landsat and VIIRS months did not overlap"

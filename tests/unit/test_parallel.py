@@ -144,6 +144,13 @@ def test_months_in_flight_one_per_four_cores_or_as_told() -> None:
             parallel.months_in_flight(2, bad)
 
 
+def test_side_months_one_from_local_files_several_from_remote_ones() -> None:
+    """Local: one Landsat/VIIRS month at a time, paced beside the Sentinel-2 months;
+    remote: several, as they wait on round trips (the flow sizes its runner with it)."""
+    assert parallel.side_months_in_flight(False) == 1
+    assert parallel.side_months_in_flight(True) == parallel.REMOTE_SIDE_MONTHS > 1
+
+
 def test_gdal_cache_is_raised_for_reads_in_progress_and_put_back() -> None:
     from rasterio.env import get_gdal_config, set_gdal_config
 

@@ -205,7 +205,8 @@ class TileSource:
         """Start fetching the bytes of ``tiles`` (``(row, column)``s) on ``pool``, a remote
         file's; a tile kept decoded or on its way already is not fetched again. Tiles
         that lie one after another in the file (at most :data:`MERGE_GAP` apart) are
-        fetched by one request of up to :data:`MERGE_BYTES`, as GDAL merges them. Returns the bytes asked for."""
+        fetched by one request of up to :data:`MERGE_BYTES`, as GDAL merges them.
+        Returns the bytes asked for."""
         if not self.file.remote:
             return 0
         todo: list[tuple[int, int, tuple[int, int]]] = []
@@ -304,12 +305,6 @@ class TileSource:
             f"do not inflate, or not to what its checksum says (a corrupt or altered "
             f"file{fetched}); fetch the file again from its provider, or leave its item out"
         )
-
-    def _check_longer(self, r: int, c: int, raw: bytes, nbytes: int) -> None:
-        """Pass for a stream that inflates to more than a tile; raise
-        :class:`SourceError` for a damaged one."""
-        if self._damaged(raw, nbytes):
-            self._raise_damaged(r, c, raw)
 
     def _tile(self, r: int, c: int) -> np.ndarray | None:
         with self._lock:
