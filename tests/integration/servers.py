@@ -170,10 +170,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        # counted while it waits for its answer, not while the body is written: a client
+        # that has its bytes sends its next request while this thread may still be on
+        # its way out, and that overlap is not two requests of the client's at once
         with self.server.in_flight():
             if self.server.latency_s:
                 time.sleep(self.server.latency_s)  # the round trip to a distant provider
-            self._answer()
+        self._answer()
 
     def _answer(self) -> None:
         body = b""
@@ -389,7 +392,7 @@ class FaultyServer(ThreadingHTTPServer):
         self.required_headers: dict[str, str] = {}
         #: seconds each request waits before it is answered (a distant provider's latency)
         self.latency_s = 0.0
-        #: the most requests being answered at once since :meth:`reset`
+        #: the most requests waiting for their answer at once since :meth:`reset`
         self.most_in_flight = 0
         #: answer every GET with the whole file (200), as a server without range support
         self.ignore_ranges = False
@@ -397,7 +400,7 @@ class FaultyServer(ThreadingHTTPServer):
 
     @contextmanager
     def in_flight(self) -> Iterator[None]:
-        """Count a request as being answered while the block runs."""
+        """Count a request as waiting for its answer while the block runs."""
         with self._hits_lock:
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
