@@ -25,6 +25,7 @@ from payesh.sources.aws import read_options
 from payesh.sources.checksum import readable_href, verify_items
 from payesh.sources.http import current_policy, gdal_http_options
 from payesh.sources.profiles import LANDSAT, S2, S2_SATURATED_DN, VIIRS, Product
+from payesh.sources.rio_retry import is_remote
 from payesh.sources.signing import sign_items
 from payesh.sources.validate import skip_bad_items
 
@@ -103,7 +104,7 @@ def _usable(
     ready = sign_items(described)
     keys = [product.asset_key(b, frozenset(i.assets)) or "" for i in ready[:1] for b in bands]
     hrefs = [ready[0].assets[k].href for k in keys] if ready else []
-    env = gdal_remote_env() if any(_is_remote(h) for h in hrefs) else GDAL_LOCAL
+    env = gdal_remote_env() if any(is_remote(h) for h in hrefs) else GDAL_LOCAL
     env = env | read_options(ready, keys)  # requester-pays buckets (Earth Search's Landsat)
     return skip_bad_items(ready, product, bands, env=env, all_bad_is_error=True, stacklevel=4)
 
@@ -178,14 +179,10 @@ def gdal_remote_env() -> dict[str, str]:
     return dict(GDAL_REMOTE) | gdal_http_options(current_policy())
 
 
-def _is_remote(href: str) -> bool:
-    return href.startswith(("http://", "https://", "s3://", "/vsi"))
-
-
 def _configure_gdal(items: Sequence[pystac.Item], keys: Mapping[str, str]) -> bool:
     """Set odc-stac's GDAL options for reading ``items``; whether they are remote."""
     hrefs = [i.assets[k].href for i in items[:1] for k in keys.values()]
-    remote = any(_is_remote(h) for h in hrefs)
+    remote = any(is_remote(h) for h in hrefs)
     options: dict[str, Any] = gdal_remote_env() if remote else dict(GDAL_LOCAL)
     options |= read_options(items, keys.values())
     odc.stac.configure_rio(cloud_defaults=False, **options)

@@ -36,9 +36,28 @@ T = TypeVar("T")
 RIO_ERRORS: tuple[type[BaseException], ...] = (RasterioError, CPLE_BaseError, OSError)
 
 
+#: GDAL's virtual file systems that read over a network (``/vsizip/`` or ``/vsigzip/`` of
+#: a local file are not among them; of one of these, they are: ``/vsizip//vsicurl/...``)
+_NETWORK_VSI = (
+    "/vsicurl",
+    "/vsis3",
+    "/vsigs",
+    "/vsiaz",
+    "/vsiadls",
+    "/vsioss",
+    "/vsiswift",
+    "/vsiwebhdfs",
+    "/vsihdfs",
+)
+
+
 def is_remote(href: str) -> bool:
-    """Whether ``href`` is read over the network (http(s), s3, a ``/vsi`` network path)."""
-    return href.startswith(("http://", "https://", "s3://", "/vsicurl", "/vsis3", "/vsiaz"))
+    """Whether ``href`` is read over the network: an ``http(s)://`` or ``s3://`` URL, or a
+    GDAL path through a network file system (``/vsicurl/``, ``/vsis3/``, …, also inside
+    ``/vsizip/``); a local path or a ``/vsizip/`` of a local file is not."""
+    if href.startswith(("http://", "https://", "s3://")):
+        return True
+    return href.startswith("/vsi") and any(fs in href for fs in _NETWORK_VSI)
 
 
 def retry_rio(

@@ -307,11 +307,7 @@ def skip_bad_items(
 
 def any_remote(items: Sequence[pystac.Item]) -> bool:
     """Whether any asset of ``items`` is read over a network (http, s3, GDAL /vsi)."""
-    return any(
-        (a.href or "").startswith(("http://", "https://", "s3://", "/vsi"))
-        for i in items
-        for a in i.assets.values()
-    )
+    return any(is_remote(a.href or "") for i in items for a in i.assets.values())
 
 
 def skipped_ids(items: Sequence[pystac.Item], read: Sequence[str]) -> list[str]:
