@@ -32,6 +32,8 @@ from test_store import PROV, make_ntl, make_pixels, make_sites, make_tiles
 
 from payesh import store as st
 from payesh.errors import StoreError
+from payesh.store.layout import _prepare_raster, chunked
+from payesh.store.repo import _city_lock
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +69,8 @@ def warm_up() -> None:
     with dask.config.set(scheduler="synchronous"):
         mem = zarr.storage.MemoryStore()
         for name, obj in groups.items():
-            ds = prepare_sites(obj) if name == "sites" else st._prepare_raster(name, obj)
-            ds, encoding = st._chunked(ds)
+            ds = prepare_sites(obj) if name == "sites" else _prepare_raster(name, obj)
+            ds, encoding = chunked(ds)
             ds.to_zarr(mem, group=name, mode="w", zarr_format=3, consolidated=False,
                        encoding=encoding)  # fmt: skip
             xr.open_zarr(mem, group=name, consolidated=False, chunks={}).load()
@@ -279,7 +281,7 @@ def test_lock_of_a_killed_holder_never_blocks(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
         with pytest.raises(StoreError, match="locked by another writer"):
-            with st._city_lock(str(tmp_path), "demo", timeout=0.2):
+            with _city_lock(str(tmp_path), "demo", timeout=0.2):
                 pass
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -289,6 +291,6 @@ def test_lock_of_a_killed_holder_never_blocks(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     assert (tmp_path / "demo.lock").exists()
     t0 = time.monotonic()
-    with st._city_lock(str(tmp_path), "demo", timeout=0.5):
+    with _city_lock(str(tmp_path), "demo", timeout=0.5):
         pass
     assert time.monotonic() - t0 < 0.5

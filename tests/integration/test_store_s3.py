@@ -27,6 +27,8 @@ from test_store import PROV, make_ntl, make_pixels, make_sites, make_tiles
 
 from payesh import store as st
 from payesh.errors import StoreError
+from payesh.store import write as st_write
+from payesh.store.repo import open_repo
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +112,7 @@ def test_write_open_rerun_history_on_s3(s3_root: str, s3_server: MotoS3) -> None
     sites = st.open_sites("demo", store=s3_root, version=first)
     assert list(sites["site_id"]) == ["s1", "s2"]
 
-    session = st._open_repo("demo", s3_root).readonly_session(branch="main")
+    session = open_repo("demo", s3_root).readonly_session(branch="main")
     codecs = zarr.open_group(session.store, mode="r")["tiles/ntl_sum"].metadata.codecs
     assert codecs[-1].to_dict()["name"] == "crc32c"
 
@@ -151,7 +153,7 @@ def test_concurrent_runs_on_s3_one_wins(s3_root: str, monkeypatch: pytest.Monkey
     # Both runs open their session on `base` before either writes a chunk, then race to
     # commit: a true concurrent commit, not two runs that happen to follow each other.
     started = threading.Barrier(2, timeout=30)
-    real = st._write_group
+    real = st_write._write_group
     first_write: set[int] = set()
 
     def synchronized(session: Any, name: str, ds: xr.Dataset) -> None:
@@ -161,7 +163,7 @@ def test_concurrent_runs_on_s3_one_wins(s3_root: str, monkeypatch: pytest.Monkey
             started.wait()
         real(session, name, ds)
 
-    monkeypatch.setattr(st, "_write_group", synchronized)
+    monkeypatch.setattr(st_write, "_write_group", synchronized)
     times = _months("2025-02-01", 2)
     outcome: dict[int, str | BaseException] = {}
 
@@ -179,7 +181,8 @@ def test_concurrent_runs_on_s3_one_wins(s3_root: str, monkeypatch: pytest.Monkey
         t.start()
     for t in threads:
         t.join(120)
-    monkeypatch.setattr(st, "_write_group", real)
+    monkeypatch.setattr(st_write, "_write_group", real)
+    assert len(first_write) == 2, "both runs went through the synchronized _write_group"
 
     winners = [s for s, o in outcome.items() if isinstance(o, str)]
     losers = [s for s, o in outcome.items() if isinstance(o, BaseException)]
@@ -201,7 +204,7 @@ def test_concurrent_runs_on_s3_one_wins(s3_root: str, monkeypatch: pytest.Monkey
         xr.testing.assert_equal(got[g], want[g])
 
     # the loser re-runs and now wins on top of the winner
-    monkeypatch.setattr(st, "_write_group", real)
+    monkeypatch.setattr(st_write, "_write_group", real)
     st.write_run("demo", _groups(times, losers[0]), store=s3_root, message="again",
                  provenance=PROV)  # fmt: skip
     assert len(st.history("demo", store=s3_root)) == 3

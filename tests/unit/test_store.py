@@ -19,6 +19,8 @@ from pyproj import CRS
 
 from payesh import store as st
 from payesh.errors import StoreError
+from payesh.store import write as st_write
+from payesh.store.repo import _city_lock, open_repo
 
 CRS_UTM = "EPSG:32638"
 
@@ -195,7 +197,7 @@ def test_round_trip(tmp_path: Path) -> None:
 
 def test_checksum_codec_in_metadata(tmp_path: Path) -> None:
     write_all(tmp_path, _months("2025-01-01", 2))
-    repo = st._open_repo("demo", tmp_path)
+    repo = open_repo("demo", tmp_path)
     root = zarr.open_group(repo.readonly_session(branch="main").store, mode="r")
     for path in ("tiles/ntl_sum", "tiles/tile", "pixels/first_seen", "sites/geometry_wkb"):
         names = [c.to_dict()["name"] for c in root[path].metadata.codecs]
@@ -244,7 +246,7 @@ def test_crash_before_commit_keeps_last_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     good = write_all(tmp_path, _months("2025-01-01", 3))
-    real = st._write_group
+    real = st_write._write_group
     calls = []
 
     def crashing(session: object, name: str, ds: xr.Dataset) -> None:
@@ -252,11 +254,11 @@ def test_crash_before_commit_keeps_last_version(
         calls.append(name)
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(st, "_write_group", crashing)
+    monkeypatch.setattr(st_write, "_write_group", crashing)
     with pytest.raises(RuntimeError, match="worker died"):
         write_all(tmp_path, _months("2025-03-01", 3), seed=9)
     assert calls == ["tiles"]
-    monkeypatch.setattr(st, "_write_group", real)
+    monkeypatch.setattr(st_write, "_write_group", real)
 
     assert st.history("demo", store=tmp_path)[0]["snapshot_id"] == good
     got = st.open_indicators("demo", store=tmp_path)
@@ -345,7 +347,7 @@ def test_second_writer_times_out_on_lock(tmp_path: Path) -> None:
     release = threading.Event()
 
     def holder() -> None:
-        with st._city_lock(str(tmp_path), "demo", timeout=5):
+        with _city_lock(str(tmp_path), "demo", timeout=5):
             held.set()
             release.wait(10)
 
@@ -448,12 +450,13 @@ import pandas as pd
 sys.path.insert(0, {tests!r})
 from test_store import PROV, make_pixels, make_tiles
 from payesh import store as st
+from payesh.store import write as st_write
 
-real = st._write_group
+real = st_write._write_group
 def dying(session, name, ds):
     real(session, name, ds)
     os._exit(3)  # the process dies after writing chunks, before the commit
-st._write_group = dying
+st_write._write_group = dying
 t = pd.date_range("2025-04-01", periods=2, freq="MS")
 st.write_run("demo", {{"tiles": make_tiles(t, 7), "pixels": make_pixels(t)}},
              store={root!r}, message="never", provenance=PROV)
@@ -507,7 +510,7 @@ def test_a_raster_of_dates_is_stored_as_xarray_stores_it(tmp_path: Path, dates: 
     )
     st.write_run("c", {"pixels": ds}, store=tmp_path / "s", message="m", provenance=PROV)
     stored = zarr.open_array(
-        st._open_repo("c", tmp_path / "s").readonly_session("main").store,
+        open_repo("c", tmp_path / "s").readonly_session("main").store,
         path="pixels/first_seen",
         mode="r",
     )
