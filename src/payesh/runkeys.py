@@ -87,7 +87,7 @@ def model_fingerprint(path: str | Path | None = None) -> str:
     The file's hash, not only its name: a model retrained under the same version name
     still changes the keys.
     """
-    from payesh.classifier import default_model_path
+    from payesh.model_io import default_model_path
 
     p = Path(path) if path is not None else default_model_path()
     st = p.stat()

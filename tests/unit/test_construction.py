@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from payesh.city import City
 from payesh.errors import PayeshError
 from payesh.grid import TileGrid, tile_grid
-from payesh.indicators import construction
+from payesh.indicators import builtup_persistence
 from payesh.indicators.construction import (
     construction_tile_indicators,
     extract_sites,
@@ -207,7 +207,7 @@ def test_persistence_in_batches_gives_first_seen_and_the_mean_since() -> None:
     # batches that split blocks anywhere, on Dask blocks: the same values
     chunked = prob.chunk({"time": 3, "y": 37, "x": 101})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(construction, "_BATCH_PX", 97)
+        mp.setattr(builtup_persistence, "_BATCH_PX", 97)
         lazy = persistence(chunked)
         assert isinstance(lazy["first_seen"].data, dsa.Array)
         xr.testing.assert_identical(lazy.compute(), whole)
@@ -286,7 +286,7 @@ def test_compiled_first_seen_equals_the_numpy_formulation(
     p[rng.random(p.shape) < nan_share] = np.nan
     p[rng.random(p.shape) < 0.02] = np.inf  # not finite: not a clear month
     times = pd.date_range("2024-01-01", periods=n_t, freq="MS").values.astype("datetime64[ns]")
-    got = construction._persistence_batch(p, times, 0.5, n, m, baseline)
+    got = builtup_persistence._persistence_batch(p, times, 0.5, n, m, baseline)
     if n_t == 0:  # no months: nothing is newly built (the reference cannot index them)
         assert got.shape == (3000,) and np.isnat(got).all()
         return

@@ -13,17 +13,13 @@ from scipy import stats
 
 from payesh.city import City
 from payesh.grid import aligned_geobox, ntl_geobox, tile_grid
-from payesh.indicators.energy import (
-    _pixel_polygons,
-    electricity_estimate,
-    load_suspect,
-    lst_tile_indicators,
-    ntl_anomaly,
-    ntl_tile_indicators,
-    ntl_tile_weights,
-    ntl_trend,
-)
+from payesh.indicators.anomaly import ntl_anomaly
+from payesh.indicators.electricity import electricity_estimate
+from payesh.indicators.lst import lst_tile_indicators
+from payesh.indicators.nightlights import _pixel_polygons, ntl_tile_indicators, ntl_tile_weights
+from payesh.indicators.suspect import load_suspect
 from payesh.indicators.tiles import tile_coords_dataset, tile_reduce
+from payesh.indicators.trend import ntl_trend
 
 
 def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
@@ -400,7 +396,7 @@ def test_nonnegative_linear_is_sklearns_positive_regression(seed: int) -> None:
     from sklearn.linear_model import LinearRegression
     from sklearn.model_selection import GroupKFold, cross_val_predict
 
-    from payesh.indicators.energy import CV_BLOCK_MONTHS, NonNegativeLinear, _block_cv
+    from payesh.indicators.electricity import CV_BLOCK_MONTHS, NonNegativeLinear, _block_cv
 
     rng = np.random.default_rng(seed)
     n = 24
@@ -431,3 +427,37 @@ def test_nonnegative_linear_is_sklearns_positive_regression(seed: int) -> None:
     )
     assert r2 == pytest.approx(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2), rel=1e-9)
     assert mape == pytest.approx(float(np.mean(np.abs(pred - y) / np.abs(y))), rel=1e-9)
+
+
+def test_energy_facade_reexports_the_public_names() -> None:
+    """``payesh.indicators.energy`` is a facade: every public name it had before it was
+    split is still there, and is the very object of the module that holds it."""
+    from payesh.indicators import anomaly, electricity, energy, lst, nightlights, suspect, trend
+
+    homes = {
+        nightlights: [
+            "LIT_THRESHOLD",
+            "MIN_CLEAR_NIGHTS",
+            "MIN_VALID",
+            "ntl_tile_indicators",
+            "ntl_tile_weights",
+        ],
+        anomaly: ["REL_FLOOR", "TRAILING_MONTHS", "ntl_anomaly", "ntl_baseline"],
+        trend: ["ntl_trend"],
+        lst: ["lst_tile_indicators"],
+        electricity: ["CV_BLOCK_MONTHS", "NonNegativeLinear", "electricity_estimate"],
+        suspect: [
+            "EVIDENCE_HEAT",
+            "EVIDENCE_LIGHT",
+            "EVIDENCE_STATIC",
+            "GROWTH_MIN",
+            "HEAT_DELTA",
+            "LIGHT_Z",
+            "load_suspect",
+        ],
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(energy, name) is getattr(module, name), name
+    assert set(energy.__all__) <= {n for names in homes.values() for n in names}
+    assert len(energy.__all__) == 17

@@ -26,15 +26,11 @@ from hypothesis import strategies as st
 
 from payesh.city import City
 from payesh.grid import aligned_geobox, ntl_geobox, tile_grid
-from payesh.indicators.energy import (
-    _pixel_polygons,
-    load_suspect,
-    lst_tile_indicators,
-    ntl_anomaly,
-    ntl_tile_indicators,
-    ntl_tile_weights,
-    ntl_trend,
-)
+from payesh.indicators.anomaly import ntl_anomaly
+from payesh.indicators.lst import lst_tile_indicators
+from payesh.indicators.nightlights import _pixel_polygons, ntl_tile_indicators, ntl_tile_weights
+from payesh.indicators.suspect import load_suspect
+from payesh.indicators.trend import ntl_trend
 
 PROPERTY = settings(
     max_examples=15,

@@ -1,6 +1,6 @@
 """The model card of a city's electricity estimate, as markdown (``models/electricity-<city>.md``).
 
-:func:`payesh.indicators.energy.electricity_estimate` returns its card as a dict (also
+:func:`payesh.indicators.electricity.electricity_estimate` returns its card as a dict (also
 stored, as JSON, in the store's ``electricity_model`` attribute); this module turns it
 into the page a planner reads: what the model is, what data it was calibrated on, how
 well it predicts months it has not seen, and how that compares with the published
@@ -47,7 +47,7 @@ def model_card_markdown(card: Mapping[str, Any], *, city: str, code_version: str
     Parameters
     ----------
     card
-        The card returned by :func:`payesh.indicators.energy.electricity_estimate` (or
+        The card returned by :func:`payesh.indicators.electricity.electricity_estimate` (or
         parsed from the store's ``electricity_model`` attribute).
     city
         The city's id.
