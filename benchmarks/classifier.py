@@ -7,7 +7,7 @@ Generates (or reuses, cached under ``data/bench-classifier``) the demo city — 
 4 km, 2025-01..12 — builds its monthly Sentinel-2 composites, and times on ONE thread
 (BLAS and OpenMP limited with threadpoolctl):
 
-1. ``features`` — :func:`payesh.classifier.feature_stack` (the spyndex formulas compiled
+1. ``features`` — :func:`payesh.features.feature_stack` (the spyndex formulas compiled
    once), and for comparison ``spyndex.computeIndex`` on the same pixels;
 2. ``predict`` — ``estimator.predict_proba`` on the features;
 3. ``builtup_probability`` — the whole call on the (time, y, x) composites, as a run
@@ -47,15 +47,9 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 def main() -> None:
     import spyndex
 
-    from payesh.classifier import (
-        BANDS,
-        SPYNDEX_BANDS,
-        builtup_probability,
-        default_model_path,
-        feature_stack,
-        load_model,
-        model_bands,
-    )
+    from payesh.classifier import builtup_probability, model_bands
+    from payesh.features import BANDS, SPYNDEX_BANDS, feature_stack
+    from payesh.model_io import default_model_path, load_model
     from payesh.training import demo_training_data
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

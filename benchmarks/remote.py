@@ -107,7 +107,7 @@ def _payesh_months(
 def _peer_load(items: list[pystac.Item], city: Any, threads: int) -> Any:
     import odc.stac
 
-    from payesh.classifier import BANDS
+    from payesh.features import BANDS
     from payesh.grid import city_geobox
 
     odc.stac.configure_rio(cloud_defaults=True)

@@ -26,8 +26,9 @@ import rasterio
 
 from payesh import forest
 from payesh.city import load_city
-from payesh.classifier import builtup_probability, default_model_path, load_model
+from payesh.classifier import builtup_probability
 from payesh.grid import city_geobox
+from payesh.model_io import default_model_path, load_model
 from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import plan_run

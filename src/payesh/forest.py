@@ -307,7 +307,7 @@ def predict_positive(estimator: Any, features: np.ndarray, *, threads: int | Non
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     # one row per feature, as the kernel reads them: no copy for features made as planes
-    # (payesh.classifier.feature_stack's (n, n_features) is the transpose of its planes)
+    # (payesh.features.feature_stack's (n, n_features) is the transpose of its planes)
     planes = np.ascontiguousarray(x.T)
     # float32 features meet thresholds rounded down to float32: the same tests, and the
     # block's compares run twice as wide

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from payesh.classifier import BANDS
 from payesh.errors import PayeshError
+from payesh.features import BANDS
 from payesh.sources.profiles import S2
 
 __all__ = [
@@ -71,7 +71,7 @@ class EOLearnPatch:
     ----------
     bands
         ``(t, y, x, 6)`` float32 top-of-atmosphere reflectance (unitless) in
-        :data:`payesh.classifier.BANDS` order, NaN where cloudy or invalid.
+        :data:`payesh.features.BANDS` order, NaN where cloudy or invalid.
     labels
         ``(y, x)`` int8: 1 built-up, 0 not, -1 no label (LULC class 0).
     dates

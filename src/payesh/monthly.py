@@ -144,7 +144,7 @@ def s2_month(
     (:mod:`payesh.sources.aligned`, on ``threads`` threads); otherwise through odc-stac.
     Both give the same values, masks and counts. ``ahead``: the next month's items, whose
     remote files the aligned reader opens while it reads this month
-    (:func:`payesh.sources.aligned.open_ahead`).
+    (:func:`payesh.sources.opening.open_ahead`).
 
     Returns
     -------

@@ -22,19 +22,12 @@ import numpy as np
 import pandas as pd
 
 from payesh.city import load_city
-from payesh.classifier import (
-    BANDS,
-    FEATURE_NAMES,
-    RGBN_FEATURE_NAMES,
-    BuiltupModel,
-    feature_stack,
-    fit_estimator,
-    save_model,
-    train_builtup,
-)
 from payesh.errors import PayeshError
+from payesh.features import BANDS, FEATURE_NAMES, RGBN_FEATURE_NAMES, feature_stack
 from payesh.grid import city_geobox
 from payesh.labels import EOLearnPatch, read_eolearn_patch, spatial_folds
+from payesh.model import BuiltupModel, fit_estimator, train_builtup
+from payesh.model_io import save_model
 from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import plan_run
@@ -68,7 +61,7 @@ def labelled_pixels(
     seed
         Seed of the class-balancing sample.
     feature_names
-        Features to compute (:func:`payesh.classifier.feature_stack`).
+        Features to compute (:func:`payesh.features.feature_stack`).
     """
     stable = first == last
     xs, ys = [], []

@@ -27,9 +27,10 @@ import pytest
 import xarray as xr
 
 from payesh.city import load_city
-from payesh.classifier import builtup_probability, default_model_path, load_model
+from payesh.classifier import builtup_probability
 from payesh.grid import city_geobox, tile_grid
 from payesh.indicators import construction
+from payesh.model_io import default_model_path, load_model
 from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import plan_run

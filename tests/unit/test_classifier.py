@@ -14,26 +14,27 @@ import skops.io as sio
 import spyndex
 import xarray as xr
 
-from payesh.classifier import (
+from payesh.classifier import builtup_probability
+from payesh.errors import ModelError
+from payesh.features import (
     BANDS,
     FEATURE_NAMES,
     INDICES,
     RGBN_FEATURE_NAMES,
     SPYNDEX_BANDS,
-    BuiltupModel,
-    builtup_probability,
+    feature_stack,
+    required_bands,
+    spectral_features,
+)
+from payesh.forest import CompiledClassifier, compile_forest, forest_arrays, forest_from_arrays
+from payesh.model import BuiltupModel, train_builtup
+from payesh.model_io import (
     compiled_path,
     default_model_path,
-    feature_stack,
     load_model,
-    required_bands,
     save_model,
-    spectral_features,
-    train_builtup,
     write_compiled,
 )
-from payesh.errors import ModelError
-from payesh.forest import CompiledClassifier, compile_forest, forest_arrays, forest_from_arrays
 
 
 def _raise_if_computes(dsk, keys, **kwargs):  # type: ignore[no-untyped-def]
@@ -317,3 +318,40 @@ def test_probability_from_band_planes_is_predict_proba_on_stacked_features(
         np.testing.assert_array_equal(prob.values, want)  # bit for bit, NaN where NaN
         assert prob.dims == comp["blue"].dims
         xr.testing.assert_identical(prob.coords.to_dataset(), comp["blue"].coords.to_dataset())
+
+
+def test_classifier_keeps_its_public_names() -> None:
+    """``payesh.classifier`` still gives every public name it had, now defined in
+    payesh.features, payesh.model and payesh.model_io: the very same objects."""
+    from payesh import classifier, features, model, model_io
+
+    assert classifier.__all__ == [
+        "BANDS",
+        "FEATURE_NAMES",
+        "INDICES",
+        "RGBN_FEATURE_NAMES",
+        "TREES_SUFFIX",
+        "BuiltupModel",
+        "SpectralIndex",
+        "builtup_probability",
+        "compiled_path",
+        "default_model_path",
+        "feature_stack",
+        "fit_estimator",
+        "index_function",
+        "load_model",
+        "model_bands",
+        "models_dir",
+        "required_bands",
+        "save_model",
+        "spectral_features",
+        "train_builtup",
+        "write_compiled",
+    ]
+    for name in classifier.__all__:
+        assert hasattr(classifier, name), name
+    for home in (features, model, model_io):
+        for name in home.__all__:
+            assert getattr(classifier, name) is getattr(home, name), name
+    assert classifier.SPYNDEX_BANDS is features.SPYNDEX_BANDS
+    assert classifier.CURRENT == model_io.CURRENT == "builtup-current.txt"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from payesh.classifier import FEATURE_NAMES, RGBN_FEATURE_NAMES, fit_estimator, train_builtup
 from payesh.errors import PayeshError
+from payesh.features import FEATURE_NAMES, RGBN_FEATURE_NAMES
 from payesh.labels import read_eolearn_patch, spatial_folds
+from payesh.model import fit_estimator, train_builtup
 from payesh.training import eolearn_rows, real_weight, spatial_cv, zagreb_builtup_share
 
 
