@@ -1,7 +1,7 @@
 """Month layers staged on local disk while a run is in flight: memory bounded by a month.
 
 A run classifies each Sentinel-2 month as soon as its composite exists
-(:func:`payesh.pipeline.s2_month_layers`) and keeps ``builtup_prob``, ``true_colour`` and
+(:func:`payesh.s2months.s2_month_layers`) and keeps ``builtup_prob``, ``true_colour`` and
 ``clear_count``: 9 bytes a pixel a month. Kept in memory until the indicators, a year of
 them grows with the city (about 620 MB at 24 km). Instead, each month is written to a staging
 folder the moment it is made, and what comes after — persistence, sites, tile

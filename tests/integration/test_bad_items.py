@@ -123,6 +123,8 @@ def test_bad_files_are_skipped_at_read_time_and_counted(
     )
     bad = [truncated.id, corrupt.id, wrong_crs.id]
     assert month.attrs["skipped_items"] == bad
+    # each warning points at the line that asked for the month, not inside payesh
+    assert {w.filename for w in record if issubclass(w.category, BadItemWarning)} == {__file__}
     good = [i for i in static_plan.month_items("s2", MONTH) if i.id not in bad]
     assert month.attrs["source_items"] == [i.id for i in good]
     expected = s2_month(good, gbox, MONTH, bands=("red", "nir")).compute()
@@ -184,3 +186,20 @@ def test_large_files_over_http_are_verified_only_if_configured(
         assert [h.method for h in assets.take_hits()] == ["GET"]
     finally:
         configure_checksums()
+
+
+def test_an_item_without_a_band_is_warned_about_at_the_callers_line(
+    static_plan: RunPlan, tiny_city: Any
+) -> None:
+    """Metadata checks at read time (an asset missing): the month skips the item with a
+    ``BadItemWarning`` whose file and line are the caller's."""
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    items = [i.clone() for i in static_plan.month_items("s2", MONTH)]
+    del items[1].assets["nir"]
+    with pytest.warns(BadItemWarning) as record:
+        month = s2_month(items, gbox, MONTH, bands=("red", "nir"))
+    warned = [w for w in record if issubclass(w.category, BadItemWarning)]
+    assert len(warned) == 1
+    assert f"item {items[1].id!r} has no asset for band 'nir'" in str(warned[0].message)
+    assert {w.filename for w in warned} == {__file__}
+    assert items[1].id not in month.attrs["source_items"]

@@ -17,7 +17,7 @@ from payesh.grid import city_geobox
 from payesh.monthly import s2_month
 from payesh.period import Period
 from payesh.plan import RunPlan, plan_run
-from payesh.sources import aligned
+from payesh.sources import aligned, citygrid, placing
 from payesh.sources.load import S2_REFLECTANCE
 
 
@@ -139,8 +139,8 @@ def test_window_placing_equals_the_compiled_loop(repeat: int, edge: int) -> None
         for physical in (True, False):
             loop = np.full((len(ri), len(ci)), np.nan, dtype="float32")
             fast = np.full_like(loop, 1234.5)  # whatever a buffer held: all overwritten
-            aligned._place_kernel(win, ri, ci, loop, (*args, physical))
-            aligned._place_first(win, ri, ci, fast, (*args, physical))
+            placing.place_missing(win, ri, ci, loop, (*args, physical))
+            placing.place_first(win, ri, ci, fast, (*args, physical))
             np.testing.assert_array_equal(fast, loop)
             assert np.isnan(loop).any() and not np.isnan(loop).all()
 
@@ -246,10 +246,55 @@ def _plans(items: list[Any], gbox: GeoBox) -> list[aligned.ItemPlan]:
         grids = {}
         for band, key in keys.items():
             src = rasterio.open(item.assets[key].get_absolute_href())
-            grid = aligned._grid_of(src, key, gbox, halo=band == "scl")
+            grid = citygrid.grid_of(src, key, gbox, halo=band == "scl")
             assert grid is not None and grid.tiles is not None
             grids[band] = grid
         so = {b: (1e-4, -0.1) for b in S2_REFLECTANCE}
         nd = {b: 0.0 for b in S2_REFLECTANCE}
-        plans.append(aligned.ItemPlan(item.id, aligned._item_time(item), grids, so, nd))
+        plans.append(aligned.ItemPlan(item.id, citygrid.item_time(item), grids, so, nd))
     return plans
+
+
+def test_close_ahead_matches_signed_hrefs_by_their_file(tmp_path: Path) -> None:
+    """Files opened ahead under a signed URL (Planetary Computer's ``?sig=...``) are the
+    plan's unsigned items' files: ``close_ahead`` closes them; a file of another href of
+    the same item id is left open."""
+    import datetime as dt
+    from concurrent.futures import Future
+
+    import pystac
+
+    from payesh.sources import opening
+
+    path = tmp_path / "B04.tif"
+    profile = {"driver": "GTiff", "width": 4, "height": 4, "count": 1, "dtype": "uint16"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ones((1, 4, 4), dtype="uint16"))
+    item = pystac.Item("S2B_X", None, None, dt.datetime(2025, 6, 1, tzinfo=dt.UTC), {})
+    item.add_asset("red", pystac.Asset(f"https://pc.example/{path.name}"))
+
+    def opened(href: str) -> Future[Any]:
+        grid = citygrid.AssetGrid(href, np.arange(4), np.arange(4), 4, 4, 4, 4, None)
+        object.__setattr__(grid, "dataset", rasterio.open(path))
+        future: Future[Any] = Future()
+        future.set_result((None, grid))
+        return future
+
+    signed = opened(f"https://pc.example/{path.name}?st=2025&sig=abc")
+    elsewhere = opened(f"https://mirror.example/{path.name}")
+    group = {
+        ("S2B_X", "red", "red", signed.result()[1].href): signed,
+        ("S2B_X", "red", "red", elsewhere.result()[1].href): elsewhere,
+    }
+    with opening._ahead_lock:
+        opening._ahead.append(group)
+    try:
+        assert opening.close_ahead([item]) == 1
+        assert signed.result()[1].dataset.closed
+        assert not elsewhere.result()[1].dataset.closed
+        with opening._ahead_lock:
+            assert group == {("S2B_X", "red", "red", elsewhere.result()[1].href): elsewhere}
+    finally:
+        with opening._ahead_lock:
+            opening._ahead[:] = [g for g in opening._ahead if g is not group]
+        elsewhere.result()[1].dataset.close()

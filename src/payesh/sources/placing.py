@@ -1,0 +1,172 @@
+"""Raw DN of a file's window placed on the city grid in physical units (compiled).
+
+A window read under a block of the city (:func:`payesh.sources.citygrid.read_raw`)
+comes with each city row's and column's index into it. :func:`place_first` writes a
+time step's first item into its block (every pixel, NaN where the window gives
+nothing); :func:`place_missing` fuses the items after it (the first valid value wins, in
+item order). A value becomes ``DN * scale + offset`` in float32, NaN at nodata and where
+saturated (:func:`_value`); SCL keeps its classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+__all__ = ["Conversion", "place_first", "place_missing"]
+
+
+#: How a raw value becomes a grid value, for the placing kernels (one tuple: Numba passes
+#: it as a typed tuple): nodata of the file and of the item, the saturated DN, scale,
+#: offset (float32 each), and whether the band is physical (False: a class, SCL).
+Conversion = tuple[np.float32, np.float32, np.float32, np.float32, np.float32, bool]
+
+
+def place_first(
+    win: np.ndarray,
+    ri: np.ndarray,
+    ci: np.ndarray,
+    out: np.ndarray,
+    conv: Conversion,
+) -> None:
+    """:func:`place_missing` into an ``out`` whatever it holds: every pixel of ``out`` is
+    written, NaN where the window gives nothing. A window of the 10 m grid (consecutive
+    rows and columns) covering ``out`` goes through :func:`_place_window`, the same values
+    by the same float32 operations and faster: it writes each pixel once (no NaN fill
+    first) and need not check ``out`` for fusing items (that check keeps the compiler from
+    vectorising the general loop: 0.62 ms for 512², numpy's vectorised steps 0.29–0.5 ms,
+    :func:`_place_window` ~0.1 ms, measured); any other window (20 m) through
+    :func:`_place_rows`.
+    """
+    ok_r, ok_c = np.flatnonzero(ri >= 0), np.flatnonzero(ci >= 0)
+    if not len(ok_r) or not len(ok_c):
+        out.fill(np.nan)
+        return
+    # the rows and columns inside the raster are one range of the block each, and their
+    # source indices never decrease: consecutive when they span as many as they count
+    i0, i1, j0, j1 = int(ok_r[0]), int(ok_r[-1]) + 1, int(ok_c[0]), int(ok_c[-1]) + 1
+    if ri[i1 - 1] - ri[i0] != i1 - 1 - i0 or ci[j1 - 1] - ci[j0] != j1 - 1 - j0:
+        # 20 m: each pixel repeated (numpy's gather would cost twice the compiled loop)
+        _place_rows(win, ri, ci, out, conv)
+        return
+    if (i0, i1, j0, j1) != (0, out.shape[0], 0, out.shape[1]):
+        out.fill(np.nan)  # the city's edge: pixels outside the raster
+    src = win[ri[i0] : ri[i1 - 1] + 1, ci[j0] : ci[j1 - 1] + 1]
+    _place_window(src, out[i0:i1, j0:j1], conv)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _value(
+    dn: Any,
+    conv: Conversion,
+) -> np.float32:  # pragma: no cover - compiled
+    """One raw value on the grid: NaN at either nodata and, with ``physical``, where
+    saturated; else ``DN * scale + offset`` in float32 (two rounded steps, as numpy's
+    in-place ``*=`` then ``+=``; no fused multiply-add), or the class (SCL) as it is."""
+    nodata_file, nodata_item, saturated, scale, offset, physical = conv
+    v = np.float32(dn)
+    if (v == nodata_file) | (v == nodata_item):
+        return np.float32(np.nan)
+    if physical:
+        if v >= saturated:
+            return np.float32(np.nan)
+        return v * scale + offset
+    return v
+
+
+@njit(nogil=True, cache=True)
+def _place_rows(
+    win: np.ndarray,
+    ri: np.ndarray,
+    ci: np.ndarray,
+    out: np.ndarray,
+    conv: Conversion,
+) -> None:  # pragma: no cover - compiled
+    """:func:`place_missing` into an ``out`` whatever it holds (every pixel written, NaN
+    where the window gives nothing), for any ``ri``/``ci``: each source row is converted
+    once, in a vectorised pass over the columns it spans, and gathered from there; an
+    output row on the same source row as the one before (20 m on the 10 m grid) is a
+    copy of it. The same float32 operations; a 512² window of a 20 m band 0.30 → 0.12 ms.
+    """
+    ny, nx = out.shape
+    nan = np.float32(np.nan)
+    c_lo, c_hi = win.shape[1], -1
+    for j in range(nx):
+        c = ci[j]
+        if c >= 0:
+            c_lo = min(c_lo, c)
+            c_hi = max(c_hi, c)
+    row = np.empty(max(0, c_hi - c_lo + 1), dtype=np.float32)
+    last_r, last_i = -1, -1
+    for i in range(ny):
+        r = ri[i]
+        o = out[i]
+        if r < 0 or c_hi < 0:
+            o[:] = nan
+            continue
+        if r == last_r:
+            o[:] = out[last_i]
+            continue
+        src = win[r]
+        for k in range(row.shape[0]):
+            row[k] = _value(src[c_lo + k], conv)
+        for j in range(nx):
+            c = ci[j]
+            o[j] = row[c - c_lo] if c >= 0 else nan
+        last_r, last_i = r, i
+
+
+@njit(nogil=True, cache=True)
+def _place_window(
+    src: np.ndarray,
+    dst: np.ndarray,
+    conv: Conversion,
+) -> None:  # pragma: no cover - compiled
+    """``dst = src`` as :func:`place_missing` converts a value, for windows of the same
+    shape: three passes over each row (convert, scale, mark missing), each vectorised."""
+    nodata_file, nodata_item, saturated, scale, offset, physical = conv
+    n, m = src.shape
+    row = np.empty(m, dtype=np.float32)
+    for i in range(n):
+        s = src[i]
+        d = dst[i]
+        for j in range(m):
+            row[j] = np.float32(s[j])
+        if physical:
+            for j in range(m):
+                d[j] = row[j] * scale + offset  # float32: rounded after each step
+            for j in range(m):
+                v = row[j]
+                if (v == nodata_file) | (v == nodata_item) | (v >= saturated):
+                    d[j] = np.nan
+        else:
+            for j in range(m):
+                v = row[j]
+                d[j] = np.nan if (v == nodata_file) | (v == nodata_item) else v
+
+
+@njit(nogil=True, cache=True)
+def place_missing(
+    win: np.ndarray,
+    ri: np.ndarray,
+    ci: np.ndarray,
+    out: np.ndarray,
+    conv: Conversion,
+) -> None:  # pragma: no cover - compiled
+    """Fill the still-missing (NaN) pixels of ``out`` with ``win[ri[i], ci[j]]``.
+
+    Each value as :func:`_value` converts it (NaN at nodata and saturation). Filling only
+    the missing pixels fuses the items of one time step: the first valid value wins, in
+    item order.
+    """
+    for i in range(ri.shape[0]):
+        r = ri[i]
+        if r < 0:
+            continue
+        for j in range(ci.shape[0]):
+            c = ci[j]
+            if c < 0 or out[i, j] == out[i, j]:
+                continue
+            out[i, j] = _value(win[r, c], conv)
