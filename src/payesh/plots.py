@@ -14,7 +14,9 @@ import pandas as pd
 import xarray as xr
 
 from payesh.errors import PayeshError
-from payesh.indicators.energy import LIGHT_Z, MIN_VALID, ntl_baseline
+from payesh.indicators.anomaly import ntl_baseline
+from payesh.indicators.nightlights import MIN_VALID
+from payesh.indicators.suspect import LIGHT_Z
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,7 +81,7 @@ def plot_ntl_series(
     tile
         Tile name (``"r003c002"``) or ``(row, col)``.
     z_threshold
-        Anomaly threshold, robust σ (default :data:`payesh.indicators.energy.LIGHT_Z`).
+        Anomaly threshold, robust σ (default :data:`payesh.indicators.suspect.LIGHT_Z`).
     figsize
         Figure size, inches.
     """

@@ -14,7 +14,7 @@ import xarray as xr
 from PIL import Image
 from pyproj import CRS
 
-from payesh import evidence
+from payesh import truecolour
 from payesh.errors import PayeshError
 from payesh.evidence import site_window, true_colour, write_evidence
 
@@ -201,7 +201,7 @@ def test_true_colour_by_thresholds_equals_the_definition_bit_for_bit() -> None:
     """The fast kernel (level looked up from the float32's bits) gives the bytes of the
     float64 definition on every float32 within 3000 ulps of each level's threshold, on
     random reflectances and on the special values."""
-    thresholds = evidence.level_thresholds(evidence.MAX_REFLECTANCE)
+    thresholds = truecolour.level_thresholds(truecolour.MAX_REFLECTANCE)
     assert thresholds.dtype == np.float32 and np.all(np.diff(thresholds) > 0)
     bits = thresholds.view(np.uint32).astype(np.int64)
     near = (bits[:, None] + np.arange(-3000, 3001)[None, :]).ravel()
@@ -211,16 +211,16 @@ def test_true_colour_by_thresholds_equals_the_definition_bit_for_bit() -> None:
     red = np.concatenate([near, rng.uniform(-0.1, 0.8, 200_000).astype("float32"), special])
     green = rng.permutation(red)
     blue = np.full_like(red, 0.07)
-    fast = evidence._true_colour_kernel(red, green, blue, evidence.MAX_REFLECTANCE)
-    exact = evidence._true_colour_exact(red, green, blue, evidence.MAX_REFLECTANCE)
+    fast = truecolour._true_colour_kernel(red, green, blue, truecolour.MAX_REFLECTANCE)
+    exact = truecolour._true_colour_exact(red, green, blue, truecolour.MAX_REFLECTANCE)
     np.testing.assert_array_equal(fast, exact)
     assert set(np.unique(fast[:, 0])) == set(range(256))  # every level was reached
     # 2-D input keeps its shape; float64 input takes the definition itself
     img = rng.uniform(0, 0.4, (3, 40, 50)).astype("float32")
-    out = evidence._true_colour_kernel(*img, 0.3)
+    out = truecolour._true_colour_kernel(*img, 0.3)
     assert out.shape == (40, 50, 3)
-    np.testing.assert_array_equal(out, evidence._true_colour_exact(*img, 0.3))
+    np.testing.assert_array_equal(out, truecolour._true_colour_exact(*img, 0.3))
     np.testing.assert_array_equal(
-        evidence._true_colour_kernel(*img.astype("float64"), 0.3),
-        evidence._true_colour_exact(*img, 0.3),
+        truecolour._true_colour_kernel(*img.astype("float64"), 0.3),
+        truecolour._true_colour_exact(*img, 0.3),
     )

@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 
 __all__ = ["before_after", "render_chip", "true_colour_window"]
 
-TRUE_COLOUR = "true_colour"  # payesh.evidence.TRUE_COLOUR (not imported: keeps the portal light)
+TRUE_COLOUR = "true_colour"  # payesh.truecolour.TRUE_COLOUR (not imported: keeps the portal light)
 
 
 def true_colour_window(
