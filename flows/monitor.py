@@ -261,6 +261,7 @@ def monitor_city(
     # the objects of the imports and the plan are left out of the run's full collections
     with staging.run_stage() as stage, frozen_heap():
         with (
+            pipeline.files_ahead_closed(plan),
             dask_client(dask_address),
             ThreadPoolTaskRunner[Any](max_workers=side_months_in_flight(remote)) as side,
             ThreadPoolTaskRunner[Any](max_workers=s2_months_at_once()) as s2,

@@ -284,7 +284,7 @@ def test_the_next_months_files_are_opened_while_a_month_is_read(
     """``s2_month(..., ahead=next month's items)``: the next month then reads its tiles
     and nothing else (no HEAD, no header, no checksum download: its files came checked
     and open), and both months equal the static catalog's."""
-    from payesh.sources import aligned
+    from payesh.sources import opening
 
     first, second = pd.Timestamp("2025-04-01"), pd.Timestamp("2025-05-01")
     city = load_city(tiny_city.manifest)
@@ -293,11 +293,11 @@ def test_the_next_months_files_are_opened_while_a_month_is_read(
     b = retagged(api_plan.month_items("s2", second), "ahead-b")
     assert a and b
     got_a = s2_month(a, gbox, first, ahead=b)
-    with aligned._ahead_lock:
-        opening = list(aligned._ahead[-1].values())
-    assert len(opening) == len(b) * 7  # six bands and SCL an item
-    wait(opening)  # (under load they may outlast month a's reads)
-    for future in opening:  # and each file's byte order, asked for beside its opening
+    with opening._ahead_lock:
+        started = list(opening._ahead[-1].values())
+    assert len(started) == len(b) * 7  # six bands and SCL an item
+    wait(started)  # (under load they may outlast month a's reads)
+    for future in started:  # and each file's byte order, asked for beside its opening
         grid = future.result()[1]
         assert grid is not None and grid.tiles is not None and grid.tiles.file.remote
         assert grid.tiles.file.little_endian()
@@ -319,7 +319,7 @@ def test_files_opened_ahead_that_failed_or_were_never_read(
     """A month whose files could not be opened ahead (the server was down) opens them
     itself, and gives what the static catalog gives; files opened ahead for a month no
     run read are closed once newer months were opened ahead."""
-    from payesh.sources import aligned
+    from payesh.sources import opening
     from payesh.sources.http import configure_retries
 
     month = pd.Timestamp("2025-06-01")
@@ -329,9 +329,9 @@ def test_files_opened_ahead_that_failed_or_were_never_read(
     configure_retries(RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02, seed=0))
     try:
         assets.faults.always(status=503)
-        assert aligned.open_ahead(items, gbox, bands=("red", "nir")) == len(items) * 3
-        with aligned._ahead_lock:
-            futures = list(aligned._ahead[-1].values())
+        assert opening.open_ahead(items, gbox, bands=("red", "nir")) == len(items) * 3
+        with opening._ahead_lock:
+            futures = list(opening._ahead[-1].values())
         assert all(f.exception() is not None for f in futures)  # the server was down
         assets.faults.clear()
         got = s2_month(items, gbox, month, bands=("red", "nir"))
@@ -341,20 +341,58 @@ def test_files_opened_ahead_that_failed_or_were_never_read(
     xr.testing.assert_identical(got, static)
 
     unread = retagged(api_plan.month_items("s2", month), "ahead-unread")
-    assert aligned.open_ahead(unread, gbox, bands=("red",)) == len(unread) * 2
-    with aligned._ahead_lock:
-        opened = list(aligned._ahead[-1].values())
+    assert opening.open_ahead(unread, gbox, bands=("red",)) == len(unread) * 2
+    with opening._ahead_lock:
+        opened = list(opening._ahead[-1].values())
     grids = [f.result()[1] for f in opened]
     assert all(g is not None and not g.dataset.closed for g in grids)
-    for k in range(aligned.AHEAD_MONTHS):  # newer months, opened ahead (and not read)
-        later = retagged(api_plan.month_items("s2", month), f"ahead-later{k}")
-        aligned.open_ahead(later, gbox, bands=("red",))
+    later = [
+        retagged(api_plan.month_items("s2", month), f"ahead-later{k}")
+        for k in range(opening.AHEAD_MONTHS)
+    ]
+    for items_k in later:  # newer months, opened ahead (and not read)
+        opening.open_ahead(items_k, gbox, bands=("red",))
     assert all(g is not None and g.dataset.closed for g in grids)
-    with aligned._ahead_lock:  # leave nothing open for the other tests
-        rest, aligned._ahead[:] = list(aligned._ahead), []
-    for group in rest:
-        for future in group.values():
-            future.result()[1].dataset.close()
+
+    def grids_of(items: list[pystac.Item]) -> list[Any]:
+        hrefs = {a.href for i in items for a in i.assets.values()}  # (same ids, other hrefs)
+        with opening._ahead_lock:
+            found = [f for group in opening._ahead for k, f in group.items() if k[3] in hrefs]
+        return [f.result()[1] for f in found]
+
+    # a run that stopped before its months: its files closed, another run's left open
+    # (the same items at other hrefs)
+    first, other = grids_of(later[0]), grids_of(later[1])
+    assert len(first) == len(later[0]) * 2 and len(other) == len(later[1]) * 2
+    assert opening.close_ahead(later[0]) == len(first)
+    assert all(g.dataset.closed for g in first) and not grids_of(later[0])
+    assert not any(g.dataset.closed for g in other)
+    assert opening.close_ahead(later[1]) == len(other)  # leaves nothing open
+    assert all(g.dataset.closed for g in other) and not grids_of(later[1])
+
+
+def test_a_failed_run_closes_the_files_it_opened_ahead(
+    tiny_city: Any, api_plan: RunPlan, assets: FaultyServer
+) -> None:
+    """``pipeline.files_ahead_closed`` (around a flow's Sentinel-2 months): a run that
+    fails after a month opened the next one's files ahead leaves none of them open."""
+    from payesh import pipeline
+    from payesh.sources import opening
+
+    gbox = city_geobox(load_city(tiny_city.manifest))
+    month = pd.Timestamp("2025-06-01")
+    items = api_plan.month_items("s2", month)
+    with pytest.raises(RuntimeError, match="mid-run"), pipeline.files_ahead_closed(api_plan):
+        assert opening.open_ahead(items, gbox, bands=("red",)) == len(items) * 2
+        with opening._ahead_lock:
+            futures = list(opening._ahead[-1].values())
+        grids = [f.result()[1] for f in futures]
+        assert not any(g.dataset.closed for g in grids)
+        raise RuntimeError("mid-run")
+    assert all(g.dataset.closed for g in grids)
+    hrefs = {a.href for i in items for a in i.assets.values()}
+    with opening._ahead_lock:
+        assert not any(k[3] in hrefs for group in opening._ahead for k in group)
 
 
 def test_a_remote_month_read_in_many_blocks_fetches_each_tile_once(

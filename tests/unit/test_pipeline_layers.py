@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from payesh import classifier, evidence, pipeline, staging
+from payesh import classifier, pipeline, staging, truecolour
 from payesh.city import load_city
 from payesh.errors import PayeshError
 from payesh.grid import city_geobox
@@ -55,10 +55,10 @@ def test_staged_months_give_the_same_indicators_and_store(
     gbox = city_geobox(city)
     composites = [s2_month(plan.month_items("s2", m), gbox, m) for m in plan.months]
     monkeypatch.setattr(classifier, "_FEATURE_BLOCK_PX", 1 << 30)  # one run a month
-    monkeypatch.setattr(evidence, "_RUN_PX", 1 << 30)
+    monkeypatch.setattr(truecolour, "_RUN_PX", 1 << 30)
     in_memory = [pipeline.s2_month_layers(c) for c in composites]
     monkeypatch.setattr(classifier, "_FEATURE_BLOCK_PX", 7 * gbox.shape[1] + 3)  # runs of rows
-    monkeypatch.setattr(evidence, "_RUN_PX", 5 * gbox.shape[1] - 2)  # and parts of rows
+    monkeypatch.setattr(truecolour, "_RUN_PX", 5 * gbox.shape[1] - 2)  # and parts of rows
     by_rows = [pipeline.s2_month_layers(c) for c in composites]
     for a, b in zip(in_memory, by_rows, strict=True):
         xr.testing.assert_identical(a, b)
