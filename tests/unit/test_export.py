@@ -178,3 +178,12 @@ def test_bad_choices(stored: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="unknown format for sites 'csv'"):
         export_sites(make_sites(), tmp_path / "x", format="csv")
     assert issubclass(ExportError, PayeshError)
+
+
+def test_the_cli_offers_the_formats_export_writes() -> None:
+    """``payesh export --format`` lists its choices without importing the exporters (a
+    fast ``--help``): they must stay the ones :mod:`payesh.export` writes."""
+    from payesh.cli import EXPORT_FORMATS
+    from payesh.export import FORMATS
+
+    assert tuple(EXPORT_FORMATS) == tuple(FORMATS)
