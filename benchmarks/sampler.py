@@ -22,16 +22,39 @@ from typing import Any
 #: (stage, path fragments); the innermost frame matching any fragment decides.
 RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mask", ("payesh/masking.py",)),
-    # evidence.py: the month's true-colour layer, made with the composite
-    ("composite", ("payesh/composite.py", "payesh/nanops.py", "payesh/evidence.py")),
-    ("classify", ("payesh/classifier.py", "payesh/forest.py", "/sklearn/", "/skops/")),
+    # truecolour.py: the month's true-colour layer, made with the composite (evidence.py held it)
+    (
+        "composite",
+        ("payesh/composite.py", "payesh/nanops.py", "payesh/evidence.py", "payesh/truecolour.py"),
+    ),
+    (
+        "classify",
+        (
+            "payesh/classifier.py",
+            "payesh/features.py",
+            "payesh/model.py",
+            "payesh/model_io.py",
+            "payesh/forest.py",
+            "/sklearn/",
+            "/skops/",
+        ),
+    ),
     (
         "write",
-        ("payesh/store.py", "payesh/staging.py", "/icechunk/", "/zarr/", "payesh/export.py"),
+        ("payesh/store/", "payesh/staging.py", "/icechunk/", "/zarr/", "payesh/export.py"),
     ),
     (
         "aggregate",
-        ("payesh/indicators/", "payesh/pipeline.py", "payesh/sites_io.py", "/shapely/"),
+        (
+            "payesh/indicators/",
+            "payesh/pipeline.py",
+            "payesh/rundata.py",
+            "payesh/s2months.py",
+            "payesh/keptmonths.py",
+            "payesh/run_indicators.py",
+            "payesh/sites_io.py",
+            "/shapely/",
+        ),
     ),
     ("load", ("payesh/sources/", "payesh/monthly.py", "/rasterio/", "/odc/", "/pystac")),
     ("search", ("payesh/plan.py", "payesh/city.py", "payesh/records.py")),
