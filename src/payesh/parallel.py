@@ -73,8 +73,10 @@ def default_threads() -> int:
 
 
 def io_threads() -> int:
-    """``$PAYESH_IO_THREADS`` if set, else :data:`IO_THREADS`: how many remote reads
-    (HTTP range requests through GDAL, file checks) payesh keeps in flight at once.
+    """``$PAYESH_IO_THREADS`` if set, else :data:`IO_THREADS`: how many requests for
+    remote imagery (range requests, by payesh or through GDAL, and file checks) the
+    process has in flight at once, all its reads together
+    (:func:`payesh.sources.inflight.request_slot`); each I/O pool has that many threads.
 
     Decoding and compositing stay on :func:`default_threads`; a remote read spends most
     of its time waiting for the server, so its pool is sized by the latency to hide, not

@@ -46,4 +46,6 @@ def test_remote_benchmark_records_payesh_the_peer_and_the_flows(tmp_path: Path) 
     for flow in (remote["io_cores"], remote["default"]):
         assert flow["seconds"] > 0 and flow["max_rss_mb"] > 50
         assert flow["requests"] > 0  # it read through the latency server, not the files
+    # the whole flow, Sentinel-2, Landsat and VIIRS months at once: io_threads requests at most
+    assert remote["io_cores"]["most_in_flight"] <= 1
     assert remote["default"]["most_in_flight"] > 2

@@ -178,9 +178,9 @@ def test_remote_reads_keep_io_threads_requests_in_flight_whatever_the_cores(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A remote read mostly waits on the network: with one core, a Sentinel-2 month (the
-    aligned reader, its file checks and openings) and a Landsat month (odc-stac, read now)
-    keep ``PAYESH_IO_THREADS`` requests in flight against a server 20 ms away, not one,
-    and give what the static catalog gives."""
+    aligned reader, its file checks and openings, its tiles fetched ahead) and a Landsat
+    month (odc-stac, read now) keep ``PAYESH_IO_THREADS`` requests in flight against a
+    server 20 ms away, not one and not more, and give what the static catalog gives."""
     month = pd.Timestamp("2025-06-01")
     city = load_city(tiny_city.manifest)
     monkeypatch.setenv("PAYESH_THREADS", "1")
@@ -196,9 +196,9 @@ def test_remote_reads_keep_io_threads_requests_in_flight_whatever_the_cores(
     assets.latency_s = 0.0
     hits = assets.take_hits()
     assert any(h.range is not None and h.status == 206 for h in hits)
-    if io_threads == 1:  # one read at a time (GDAL may fetch the ranges of one read in two)
-        assert most_s2 <= 2 and most_landsat <= 2, (most_s2, most_landsat)
-    else:  # several files a month, each opened, checked and read: the pool fills
+    # the pools of checks, fetches and reads share the process's io_threads slots
+    assert most_s2 <= io_threads and most_landsat <= io_threads, (most_s2, most_landsat)
+    if io_threads > 1:  # several files a month, each opened, checked and read: they fill
         assert most_s2 >= 4 and most_landsat >= 3, (most_s2, most_landsat)
     static = s2_month(static_plan.month_items("s2", month), city_geobox(city), month)
     xr.testing.assert_identical(over_http, static)

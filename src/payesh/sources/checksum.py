@@ -34,6 +34,7 @@ from payesh.sources.http import (
     current_policy,
     with_retries,
 )
+from payesh.sources.inflight import request_slot
 
 __all__ = [
     "DEFAULT_MAX_HTTP_MIB",
@@ -133,7 +134,8 @@ def _remote_size(asset: pystac.Asset, href: str, policy: RetryPolicy) -> int | N
         return declared
 
     def once() -> int | None:
-        resp = requests.head(href, timeout=policy.timeout, allow_redirects=True)
+        with request_slot():
+            resp = requests.head(href, timeout=policy.timeout, allow_redirects=True)
         check_response(resp)
         length = resp.headers.get("Content-Length")
         return int(length) if length and length.isdigit() else None
@@ -194,7 +196,7 @@ def _digest(href: str, make: Callable[[], Any], policy: RetryPolicy) -> bytes:
     def once() -> bytes:
         h = make()
         kept = bytearray() if _read_verified_bytes else None
-        with requests.get(href, stream=True, timeout=policy.timeout) as resp:
+        with request_slot(), requests.get(href, stream=True, timeout=policy.timeout) as resp:
             check_response(resp)
             for block in resp.iter_content(_CHUNK):
                 h.update(block)

@@ -24,6 +24,7 @@ from payesh.errors import SourceError
 from payesh.parallel import io_threads, shared_pool
 from payesh.sources.checksum import readable_href
 from payesh.sources.cogtiles import TileSource, tile_source
+from payesh.sources.inflight import request_slot
 from payesh.sources.rio_retry import retry_rio
 
 __all__ = [
@@ -194,7 +195,7 @@ def _read_remote(grid: AssetGrid, window: Window, env: Mapping[str, str]) -> np.
     """
 
     def read() -> np.ndarray:
-        with rasterio.Env(**env):
+        with request_slot(), rasterio.Env(**env):
             if grid.dataset.closed:  # a retry: open it again (a failure here is retried too)
                 fresh = rasterio.open(readable_href(grid.href))
                 object.__setattr__(grid, "dataset", fresh)  # the one field reads replace

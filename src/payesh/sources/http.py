@@ -44,6 +44,7 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 
 from payesh.errors import SourceError
+from payesh.sources.inflight import request_slot
 
 __all__ = [
     "RETRY_STATUSES",
@@ -363,7 +364,10 @@ def get_range(url: str, start: int, size: int, *, policy: RetryPolicy | None = N
 
     def once() -> bytes:
         headers = {"Range": f"bytes={start}-{end}"}
-        with _session().get(url, headers=headers, timeout=policy.timeout, stream=True) as resp:
+        with (
+            request_slot(),
+            _session().get(url, headers=headers, timeout=policy.timeout, stream=True) as resp,
+        ):
             if not 200 <= resp.status_code < 300:
                 check_response(resp)  # reads the (short) error body
             try:

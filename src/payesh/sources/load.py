@@ -24,6 +24,7 @@ from payesh.parallel import distributed_client_active, io_threads
 from payesh.sources.aws import read_options
 from payesh.sources.checksum import readable_href, verify_items
 from payesh.sources.http import current_policy, gdal_http_options
+from payesh.sources.inflight import SlottedPool
 from payesh.sources.profiles import LANDSAT, S2, S2_SATURATED_DN, VIIRS, Product
 from payesh.sources.rio_retry import is_remote
 from payesh.sources.signing import sign_items
@@ -209,7 +210,7 @@ def _load(
             geobox=geobox,
             chunks=None if chunks == "now" else dict(chunks) if chunks is not None else {},
             # read now: remote reads overlap their round trips (local: one thread, as before)
-            pool=io_threads() if chunks == "now" and remote else None,
+            pool=SlottedPool(io_threads()) if chunks == "now" and remote else None,
             resampling=resampling,
             groupby="time",
             fail_on_error=True,

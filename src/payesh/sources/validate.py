@@ -39,6 +39,7 @@ from payesh.errors import BadItemWarning, NoReadableItemsError, SourceError
 from payesh.parallel import io_threads, map_all, shared_pool
 from payesh.sources.checksum import ChecksumMismatch, readable_href, verify_asset
 from payesh.sources.http import RetryPolicy, SourceUnavailable, current_policy, looks_transient
+from payesh.sources.inflight import request_slot
 from payesh.sources.profiles import Product
 from payesh.sources.rio_retry import is_remote
 
@@ -152,7 +153,8 @@ def open_verified(
     problem: str | None = None
     seen: set[str] = set()
     for attempt in range(1, policy.attempts + 1):
-        problem, again, src = open_checked(item, key, href, env=env)
+        with request_slot():  # its requests one after another: one in flight at a time
+            problem, again, src = open_checked(item, key, href, env=env)
         if problem is None or not again:
             return problem, src
         seen.add(problem)
