@@ -15,16 +15,13 @@ some of which are local to :func:`create_app`.)
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -32,56 +29,28 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 
 from payesh.errors import PayeshError
-from payesh.portal.data import CityData, Layer, Registry, site_curves, sites_geojson, window_of
-from payesh.portal.tiles import (
-    MAX_ZOOM,
-    empty_tile,
-    legend,
-    render_tile,
-    source_window,
+from payesh.portal.data import CityData, Layer, Registry, sites_geojson
+from payesh.portal.guard import (
+    _CSP,
+    _EXT,
+    _LAYER,
+    _MIME,
+    _MONTH,
+    _NAME,
+    _SITE,
+    GDAL_HARDENING,
+    _scrub,
+    _static_files,
 )
+from payesh.portal.payloads import _chip, _export, _render
+from payesh.portal.tiles import MAX_ZOOM, legend
 from payesh.portal.tokens import RateLimiter, TokenRecord, TokenStore, describe
 
 __all__ = ["GDAL_HARDENING", "create_app"]
 
 log = logging.getLogger("payesh.portal")
 
-#: GDAL configuration of the service: no VRT driver (a VRT can point at any file),
-#: no network file systems, no directory listings next to opened files.
-GDAL_HARDENING = {
-    "GDAL_SKIP": "VRT",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".payesh-none",
-    "GDAL_HTTP_MAX_RETRY": "0",
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "VSI_CACHE": "FALSE",
-}
-
-_MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
-_NAME = r"^[a-z0-9_-]{1,64}$"
-_LAYER = r"^[a-z0-9_]{1,64}$"
-_SITE = r"^[A-Za-z0-9_.:-]{1,64}$"
-_PATHLIKE = re.compile(r"(/[^\s'\"]+)+")
 _TILE_CACHE = 4096
-_MEDIA = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".html": "text/html; charset=utf-8",
-    ".png": "image/png",
-    ".svg": "image/svg+xml",
-}
-_EXT = {"cog": "tif", "netcdf": "nc", "csv": "csv", "geojson": "geojson", "parquet": "parquet"}
-_MIME = {
-    "cog": "image/tiff; application=geotiff; profile=cloud-optimized",
-    "netcdf": "application/x-netcdf",
-    "csv": "text/csv; charset=utf-8",
-    "geojson": "application/geo+json",
-    "parquet": "application/vnd.apache.parquet",
-}
-_CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; worker-src 'self' blob:; "
-    "child-src blob:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-)
 
 Format = Literal["cog", "netcdf", "csv", "geojson", "parquet"]
 CityName = Annotated[str, PathParam(pattern=_NAME, description="city id")]
@@ -89,30 +58,6 @@ LayerName = Annotated[str, PathParam(pattern=_LAYER, description="layer (variabl
 Month = Annotated[
     str | None, Query(pattern=_MONTH, description="a month, YYYY-MM (default: latest)")
 ]
-
-
-def _static_files() -> dict[str, tuple[bytes, str]]:
-    """The fixed table of static files (read once; requests only look names up in it)."""
-    base = resources.files("payesh.portal") / "static"
-    table: dict[str, tuple[bytes, str]] = {}
-    for rel in (
-        "index.html",
-        "app.js",
-        "app.css",
-        "vendor/maplibre-gl.js",
-        "vendor/maplibre-gl.css",
-    ):
-        item = base.joinpath(*rel.split("/"))
-        if item.is_file():
-            table[rel] = (item.read_bytes(), _MEDIA[Path(rel).suffix])
-        elif rel.startswith("vendor/"):
-            log.warning("portal: %s is missing; build it with `make web`", rel)
-    return table
-
-
-def _scrub(message: str) -> str:
-    """A library message without anything that looks like a filesystem path."""
-    return _PATHLIKE.sub("<…>", message)
 
 
 def create_app(
@@ -413,65 +358,3 @@ def create_app(
         )
 
     return app
-
-
-# --------------------------------------------------------------------------- work
-
-
-def _render(c: CityData, lyr: Layer, ti: int | None, z: int, x: int, y: int) -> bytes:
-    grid = c.grid(lyr.group)
-    win = source_window(grid, z, x, y)
-    if win is None:
-        return empty_tile()
-    rows, cols, tr = win
-    arr = c.values(lyr, ti)[rows, cols]
-    smooth = lyr.group != "tiles" and not lyr.is_date and lyr.name != "cf_cvg"
-    return render_tile(arr, grid, tr, z, x, y, c.style(lyr), smooth=smooth)
-
-
-def _chip(c: CityData, site_id: str) -> bytes:
-    from payesh.portal.chips import render_chip, true_colour_window
-
-    if c.sites is None or "pixels" not in c.groups or "builtup_prob" not in c.groups["pixels"]:
-        raise HTTPException(404, "this city has no site evidence")
-    match = c.sites[c.sites["site_id"].astype(str) == site_id]
-    if match.empty:
-        raise HTTPException(404, "no such site")
-    grid = c.grid("pixels")
-    row = match.to_crs(grid.crs).iloc[0]
-    win = window_of(grid, row.geometry.bounds, pad_m=20 * abs(grid.transform.a))
-    if win is None:
-        raise HTTPException(404, "the site lies outside the pixel grid")
-    rows, cols, tr = win
-    prob = c.groups["pixels"]["builtup_prob"].isel(y=rows, x=cols)
-    arr = np.asarray(prob.compute(scheduler="synchronous").values, dtype="float32")
-    if grid.flip_y:
-        arr = arr[:, ::-1, :]
-    from payesh.portal.data import _months
-
-    return render_chip(
-        arr,
-        tr,
-        _months(c.groups["pixels"]),
-        row.geometry,
-        site_id=site_id,
-        first_seen=row["first_seen"],
-        curve=site_curves(c).get(site_id, []),
-        rgb=true_colour_window(c.groups["pixels"], rows, cols, flip_y=grid.flip_y),
-    )
-
-
-def _export(c: CityData, layer: str, format: str, time: str | None, out: Path) -> None:
-    import rasterio
-
-    from payesh.export import export_layer, export_sites, export_tiles_csv
-
-    with rasterio.Env(**GDAL_HARDENING):
-        if layer == "sites":
-            assert c.sites is not None
-            export_sites(c.sites, out, format=format)
-        elif layer == "tiles" and format == "csv":
-            export_tiles_csv(c.groups["tiles"], out, time=time)
-        else:
-            group = "tiles" if layer == "tiles" else c.layers[layer].group
-            export_layer(c.groups[group], layer, out, format=format, time=time)
