@@ -17,7 +17,7 @@ from typing import Any
 
 from payesh.errors import PayeshError
 
-from .scene import Scenario
+from .scenario import Scenario
 from .sensors import ViirsRenderer, render_landsat, render_s2
 from .stac import write_cog
 

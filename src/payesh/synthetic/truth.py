@@ -16,7 +16,7 @@ from pyproj import Transformer
 from shapely.geometry import Polygon, shape
 
 from .grid import PixelGrid
-from .scene import BUILT_COVERS, COVER_NAMES, Scenario, month_end
+from .scenario import BUILT_COVERS, COVER_NAMES, Scenario, month_end
 from .stac import write_cog
 
 README = """\
