@@ -18,11 +18,14 @@ import yaml
 from pyproj import Transformer
 
 from ..errors import PayeshError
+from .cog import write_cog
 from .grid import DemoSpec, GeneratedCity, PixelGrid, city_grids, rng_for
 from .parallel import S2_10M, S2_FILES, SceneJob, run_jobs
-from .scene import Scenario, build_scenario, month_end
+from .scenario import Scenario, month_end
+from .scene import build_scenario
 from .sensors import ViirsRenderer, render_landsat, render_s2
-from .stac import collection, landsat_item, mgrs_tile, s2_item, viirs_item, write_cog
+from .sentinel2 import mgrs_tile, s2_item
+from .stac import collection, landsat_item, viirs_item
 from .truth import write_truth
 
 Progress = Callable[[str, int, int], None]

@@ -17,9 +17,9 @@ from typing import Any
 
 from payesh.errors import PayeshError
 
-from .scene import Scenario
+from .cog import write_cog
+from .scenario import Scenario
 from .sensors import ViirsRenderer, render_landsat, render_s2
-from .stac import write_cog
 
 __all__ = [
     "S2_10M",

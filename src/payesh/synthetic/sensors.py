@@ -15,7 +15,8 @@ from pyproj import Transformer
 from scipy import ndimage
 
 from .grid import rng_for
-from .scene import WATER, Scenario, smooth_noise
+from .scenario import WATER, Scenario
+from .scene import smooth_noise
 from .spectra import MATERIAL_INDEX, MATERIAL_TABLE, air_temperature_c, summerness
 
 #: Sentinel-2 L2A DN encoding of processing baseline >= 04.00: ``refl = DN * 1e-4 - 0.1``.

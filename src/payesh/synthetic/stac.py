@@ -1,41 +1,48 @@
-"""COG writing and STAC items that follow the providers' conventions.
+"""STAC items that follow the providers' conventions, and their collections.
 
-* ``sentinel-2-l2a``: Earth Search v1 item layout (asset keys, ``raster:bands`` with the
-  ``scale 0.0001 / offset -0.1`` of baseline >= 04.00, ``eo:bands``, ``proj:*``, ``mgrs:*``,
-  ``s2:*`` percentages, ``earthsearch:boa_offset_applied``).
+* ``sentinel-2-l2a``: Earth Search v1 item layout (:mod:`payesh.synthetic.sentinel2`).
 * ``landsat-c2-l2``: Earth Search / USGS Collection 2 Level-2 (``lwir11`` ST_B10 with
   ``scale 0.00341802 / offset 149``, ``qa_pixel`` with ``classification:bitfields``).
 * ``viirs-ntl-monthly``: the EOG VNL monthly crop layout of the reference Mumbai catalog
   (``radiance``, ``cf_cvg``), plus ``proj:shape``/``proj:transform`` so it loads without
   opening the files.
+
+This module holds the Landsat and VIIRS items and :func:`collection`. COG writing and the
+fields every item shares are in :mod:`payesh.synthetic.cog`; this module re-exports their
+public names and the Sentinel-2 item's, so that ``from payesh.synthetic.stac import …``
+still gives all of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pystac
-import rasterio
-from pyproj import Transformer
 
-from .grid import DemoSpec, PixelGrid
-from .sensors import S2_OFFSET, S2_SCALE, ST_OFFSET, ST_SCALE
+from .cog import COG_TYPE, footprint, iso, sun_angles, transform6, utc_stamp, write_cog
+from .grid import PixelGrid
+from .sensors import ST_OFFSET, ST_SCALE
+from .sentinel2 import S2_ASSETS, S2_EXTENSIONS, mgrs_tile, s2_item
 
-COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
-
-S2_EXTENSIONS = [
-    "https://stac-extensions.github.io/processing/v1.1.0/schema.json",
-    "https://stac-extensions.github.io/grid/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-    "https://stac-extensions.github.io/view/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-    "https://stac-extensions.github.io/mgrs/v1.0.0/schema.json",
-    "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+__all__ = [
+    "COG_TYPE",
+    "LANDSAT_EXTENSIONS",
+    "QA_PIXEL_BITFIELDS",
+    "S2_ASSETS",
+    "S2_EXTENSIONS",
+    "VIIRS_EXTENSIONS",
+    "collection",
+    "footprint",
+    "landsat_item",
+    "mgrs_tile",
+    "s2_item",
+    "sun_angles",
+    "viirs_item",
+    "write_cog",
 ]
+
 LANDSAT_EXTENSIONS = [
     "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "https://stac-extensions.github.io/classification/v1.0.0/schema.json",
@@ -50,228 +57,6 @@ VIIRS_EXTENSIONS = [
     "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
 ]
-
-#: Earth Search key -> (file name, band description, centre µm, FWHM µm, resolution m).
-S2_ASSETS: dict[str, tuple[str, str, float, float, int]] = {
-    "blue": ("B02", "Blue (band 2)", 0.49, 0.098, 10),
-    "green": ("B03", "Green (band 3)", 0.56, 0.045, 10),
-    "red": ("B04", "Red (band 4)", 0.665, 0.038, 10),
-    "nir": ("B08", "NIR 1 (band 8)", 0.842, 0.145, 10),
-    "swir16": ("B11", "SWIR 1 (band 11)", 1.61, 0.143, 20),
-    "swir22": ("B12", "SWIR 2 (band 12)", 2.19, 0.242, 20),
-}
-
-
-def write_cog(
-    path: Path,
-    data: np.ndarray,
-    grid: PixelGrid,
-    *,
-    nodata: float | None,
-    spec: DemoSpec,
-) -> None:
-    """Write a single-band Cloud-Optimized GeoTIFF.
-
-    Parameters
-    ----------
-    path
-        Output file.
-    data
-        ``(height, width)`` array in the grid's shape; its dtype is the file's.
-    grid
-        CRS and transform of the array.
-    nodata
-        The nodata value recorded in the file, or ``None``.
-    spec
-        Supplies ``compress`` and ``blocksize``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {
-        "driver": "COG",
-        "width": data.shape[1],
-        "height": data.shape[0],
-        "count": 1,
-        "dtype": data.dtype.name,
-        "crs": grid.crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-        "compress": spec.compress,
-        "blocksize": spec.blocksize,
-        "overviews": "NONE",  # half the write time; the pipeline reads full resolution
-        "num_threads": "ALL_CPUS",
-    }
-    if np.issubdtype(data.dtype, np.integer) and spec.compress.upper() in (
-        "DEFLATE",
-        "LZW",
-        "ZSTD",
-    ):
-        options["predictor"] = "STANDARD"
-    with rasterio.open(path, "w", **options) as dst:
-        dst.write(data, 1)
-
-
-def footprint(grid: PixelGrid) -> tuple[dict[str, Any], list[float]]:
-    """GeoJSON polygon (EPSG:4326) of a grid's outline and its bbox (degrees)."""
-    left, bottom, right, top = grid.bounds
-    xs = [left, right, right, left, left]
-    ys = [bottom, bottom, top, top, bottom]
-    if grid.crs != "EPSG:4326":
-        to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-        xs, ys = (list(v) for v in to_ll.transform(xs, ys))
-    ring = [[round(float(x), 9), round(float(y), 9)] for x, y in zip(xs, ys, strict=True)]
-    bbox = [
-        min(r[0] for r in ring),
-        min(r[1] for r in ring),
-        max(r[0] for r in ring),
-        max(r[1] for r in ring),
-    ]
-    return {"type": "Polygon", "coordinates": [ring]}, bbox
-
-
-def _transform6(grid: PixelGrid) -> list[float]:
-    t = grid.transform
-    return [t.a, t.b, t.c, t.d, t.e, t.f]
-
-
-def _stamp(day: dt.date, hour: int, minute: int, second: float = 0.0) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC) + dt.timedelta(
-        seconds=second
-    )
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def sun_angles(day: dt.date, lat: float) -> tuple[float, float]:
-    """Approximate late-morning sun ``(azimuth, elevation)`` in degrees."""
-    doy = day.timetuple().tm_yday
-    decl = 23.44 * math.sin(2 * math.pi * (doy - 81) / 365.0)
-    elev = 90.0 - lat + decl - 6.0
-    return 155.0 - 10.0 * math.sin(2 * math.pi * (doy - 81) / 365.0), elev
-
-
-def mgrs_tile(epsg: int, lat: float, x: float, y: float) -> tuple[int, str, str]:
-    """MGRS ``(zone, latitude band, 100 km square)`` of a UTM point (WGS84, AA scheme)."""
-    zone = epsg % 100
-    band = "CDEFGHJKLMNPQRSTUVWXX"[int((lat + 80) // 8)]
-    cols = ("ABCDEFGH", "JKLMNPQR", "STUVWXYZ")[(zone - 1) % 3]
-    rows = "ABCDEFGHJKLMNPQRSTUV"
-    col = cols[int(x // 100000) - 1]
-    row = rows[(int(y // 100000) + (5 if zone % 2 == 0 else 0)) % 20]
-    return zone, band, col + row
-
-
-def s2_item(
-    *,
-    item_id: str,
-    platform: str,
-    day: dt.date,
-    index: int,
-    epsg: int,
-    grid10: PixelGrid,
-    grid20: PixelGrid,
-    mgrs: tuple[int, str, str],
-    stats: dict[str, float],
-    folder: Path,
-) -> pystac.Item:
-    """An Earth Search v1 style ``sentinel-2-l2a`` item whose assets are COGs in ``folder``."""
-    geom, bbox = footprint(grid10)
-    when = _stamp(day, 7, 52, 11.0 + 0.137 * index)
-    zone, band, square = mgrs
-    az, el = sun_angles(day, bbox[1])
-    tile = f"{zone}{band}{square}"
-    stamp = when.strftime("%Y%m%dT%H%M%S")
-    gen = (when + dt.timedelta(hours=3, minutes=12)).strftime("%Y%m%dT%H%M%S")
-    props: dict[str, Any] = {
-        "created": _iso(when + dt.timedelta(hours=5)),
-        "platform": platform,
-        "constellation": "sentinel-2",
-        "instruments": ["msi"],
-        "eo:cloud_cover": stats["eo:cloud_cover"],
-        "proj:epsg": epsg,
-        "proj:code": f"EPSG:{epsg}",
-        "mgrs:utm_zone": zone,
-        "mgrs:latitude_band": band,
-        "mgrs:grid_square": square,
-        "grid:code": f"MGRS-{tile}",
-        "view:sun_azimuth": round(az, 6),
-        "view:sun_elevation": round(el, 6),
-        **{k: v for k, v in stats.items() if k != "eo:cloud_cover"},
-        "s2:product_type": "S2MSI2A",
-        "s2:processing_baseline": "05.10",
-        "s2:product_uri": f"{item_id[:3]}_MSIL2A_{stamp}_N0510_R049_T{tile}_{gen}.SAFE",
-        "s2:generation_time": _iso(when + dt.timedelta(hours=3, minutes=12)),
-        "s2:reflectance_conversion_factor": round(
-            1.0 + 0.0334 * math.cos(2 * math.pi * (day.timetuple().tm_yday - 3) / 365.25), 9
-        ),
-        "s2:sequence": "0",
-        # The DNs carry BOA_ADD_OFFSET (+1000): the provider did not remove it, so the
-        # declared raster:bands offset (-0.1) applies — as for Earth Search items whose
-        # flag is false. (True means Element84 already removed it from the DNs.)
-        "earthsearch:boa_offset_applied": False,
-        "processing:software": {"payesh.synthetic": "0.1.0"},
-        "updated": _iso(when + dt.timedelta(hours=5)),
-    }
-    item = pystac.Item(
-        id=item_id,
-        geometry=geom,
-        bbox=bbox,
-        datetime=when,
-        properties=props,
-        stac_extensions=list(S2_EXTENSIONS),
-        collection="sentinel-2-l2a",
-    )
-    for key, (fname, desc, wl, fwhm, res) in S2_ASSETS.items():
-        grid = grid10 if res == 10 else grid20
-        item.add_asset(
-            key,
-            pystac.Asset(
-                href=str(folder / f"{fname}.tif"),
-                media_type=COG_TYPE,
-                title=f"{desc.split(' (')[0]} ({desc.split('(')[1]} - {res}m",
-                roles=["data", "reflectance"],
-                extra_fields={
-                    "eo:bands": [
-                        {
-                            "name": key,
-                            "common_name": key,
-                            "description": desc,
-                            "center_wavelength": wl,
-                            "full_width_half_max": fwhm,
-                        }
-                    ],
-                    "gsd": res,
-                    "proj:shape": list(grid.shape),
-                    "proj:transform": _transform6(grid),
-                    "raster:bands": [
-                        {
-                            "nodata": 0,
-                            "data_type": "uint16",
-                            "bits_per_sample": 15,
-                            "spatial_resolution": res,
-                            "scale": S2_SCALE,
-                            "offset": S2_OFFSET,
-                        }
-                    ],
-                },
-            ),
-        )
-    item.add_asset(
-        "scl",
-        pystac.Asset(
-            href=str(folder / "SCL.tif"),
-            media_type=COG_TYPE,
-            title="Scene classification map (SCL)",
-            roles=["data", "reflectance"],
-            extra_fields={
-                "proj:shape": list(grid20.shape),
-                "proj:transform": _transform6(grid20),
-                "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}],
-            },
-        ),
-    )
-    return item
 
 
 def _bitfield(
@@ -332,13 +117,13 @@ def landsat_item(
 ) -> pystac.Item:
     """An Earth Search style ``landsat-c2-l2`` item with ``lwir11`` and ``qa_pixel``."""
     geom, bbox = footprint(grid)
-    when = _stamp(day, 7, 31, 26.656)
+    when = utc_stamp(day, 7, 31, 26.656)
     az, el = sun_angles(day, bbox[1])
     sat = item_id[2:4]
     props: dict[str, Any] = {
         "platform": platform,
         "instruments": ["oli", "tirs"],
-        "created": _iso(when + dt.timedelta(days=9)),
+        "created": iso(when + dt.timedelta(days=9)),
         "gsd": 30,
         "description": "Landsat Collection 2 Level-2",
         "eo:cloud_cover": cloud_cover,
@@ -348,7 +133,7 @@ def landsat_item(
         "proj:epsg": epsg,
         "proj:code": f"EPSG:{epsg}",
         "proj:shape": list(grid.shape),
-        "proj:transform": _transform6(grid),
+        "proj:transform": transform6(grid),
         "landsat:cloud_cover_land": cloud_cover,
         "landsat:wrs_type": "2",
         "landsat:wrs_path": wrs[0],
@@ -360,7 +145,7 @@ def landsat_item(
         "grid:code": f"WRS2-{wrs[0]}{wrs[1]}",
         "sci:doi": "10.5066/P9OGBGM6",
         "processing:software": {"payesh.synthetic": "0.1.0"},
-        "updated": _iso(when + dt.timedelta(days=9)),
+        "updated": iso(when + dt.timedelta(days=9)),
     }
     item = pystac.Item(
         id=item_id,
@@ -371,7 +156,7 @@ def landsat_item(
         stac_extensions=list(LANDSAT_EXTENSIONS),
         collection="landsat-c2-l2",
     )
-    common = {"proj:shape": list(grid.shape), "proj:transform": _transform6(grid)}
+    common = {"proj:shape": list(grid.shape), "proj:transform": transform6(grid)}
     item.add_asset(
         "lwir11",
         pystac.Asset(
@@ -442,7 +227,7 @@ def viirs_item(*, item_id: str, month: dt.date, grid: PixelGrid, folder: Path) -
         stac_extensions=list(VIIRS_EXTENSIONS),
         collection="viirs-ntl-monthly",
     )
-    common = {"proj:shape": list(grid.shape), "proj:transform": _transform6(grid)}
+    common = {"proj:shape": list(grid.shape), "proj:transform": transform6(grid)}
     item.add_asset(
         "radiance",
         pystac.Asset(

@@ -15,9 +15,9 @@ import rasterio
 from pyproj import Transformer
 from shapely.geometry import Polygon, shape
 
+from .cog import write_cog
 from .grid import PixelGrid
-from .scene import BUILT_COVERS, COVER_NAMES, Scenario, month_end
-from .stac import write_cog
+from .scenario import BUILT_COVERS, COVER_NAMES, Scenario, month_end
 
 README = """\
 # Ground truth of the synthetic city `{name}`
