@@ -41,7 +41,15 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "write",
-        ("payesh/store/", "payesh/staging.py", "/icechunk/", "/zarr/", "payesh/export.py"),
+        (
+            "payesh/store/",
+            "payesh/staging.py",
+            "/icechunk/",
+            "/zarr/",
+            "payesh/export.py",
+            "payesh/export_tables.py",
+            "payesh/export_rasters.py",
+        ),
     ),
     (
         "aggregate",
