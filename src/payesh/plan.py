@@ -53,11 +53,12 @@ def native_origin(item: pystac.Item, asset_key: str) -> tuple[float, float]:
         return grid_origin(values)
     import rasterio
 
+    from payesh.sources.inflight import request_slot
     from payesh.sources.signing import sign_items
 
     href = sign_items([item])[0].assets[asset_key].get_absolute_href()
     try:
-        with rasterio.open(href) as src:
+        with request_slot(), rasterio.open(href) as src:
             t = src.transform
     except rasterio.errors.RasterioIOError as err:
         raise SourceError(f"item {item.id!r}: cannot open {asset_key!r}: {err}") from err
