@@ -218,7 +218,7 @@ def verify_asset(item: pystac.Item, key: str, *, policy: RetryPolicy | None = No
     """Check the bytes of ``item.assets[key]`` against its ``file:checksum``.
 
     Over http(s) the download is retried under ``policy`` (default: the process-wide
-    :func:`~payesh.sources.http.current_policy`); a mismatch is reported at once (the
+    :func:`~payesh.sources.retry.current_policy`); a mismatch is reported at once (the
     caller, :func:`payesh.sources.validate.file_problem`, fetches again before it calls
     a file corrupt).
 

@@ -5,7 +5,7 @@ LAADS keeps each period's files in a folder, ``<base>/archive/allData/5200/VNP46
 (``<folder>.json``: name, size and MD5 of each file). Every request carries the NASA
 Earthdata token (``Authorization: Bearer``; :func:`earthdata_token` reads
 ``EARTHDATA_TOKEN``) and is retried on 429, 5xx and timeouts
-(:func:`payesh.sources.http.with_retries`).
+(:func:`payesh.sources.retry.with_retries`).
 
 * :func:`search_granules` — the files over a city for a run's months, as STAC items (id:
   the file name, which carries its production time stamp), and what is not published;

@@ -176,7 +176,7 @@ GDAL_LOCAL: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
 
 def gdal_remote_env() -> dict[str, str]:
     """:data:`GDAL_REMOTE` with GDAL's retries and timeouts from the process-wide retry
-    policy (:func:`payesh.sources.http.gdal_http_options`)."""
+    policy (:func:`payesh.sources.retry.gdal_http_options`)."""
     return dict(GDAL_REMOTE) | gdal_http_options(current_policy())
 
 

@@ -1,14 +1,14 @@
 """Raster reads over HTTP retried around GDAL, for what GDAL does not retry itself.
 
 GDAL retries 429/5xx answers and some connection errors on its own (see
-:func:`payesh.sources.http.gdal_http_options`). A body cut short, a connection reset
+:func:`payesh.sources.retry.gdal_http_options`). A body cut short, a connection reset
 in the middle of a body, or bytes that arrive altered and fail to decode (DEFLATE's
 adler32, LZW/ZSTD framing) surface as one ``RasterioIOError`` instead. A remote read
 is therefore tried again here, up to ``policy.attempts`` times, after the caller has
 dropped what it held open (``before_retry``, usually: close the dataset and open it
 again, which makes GDAL forget the cached bytes). When every attempt fails the last
 error decides what it was: a network failure raises
-:class:`~payesh.sources.http.SourceUnavailable` (the run stops; the item is never
+:class:`~payesh.sources.retry.SourceUnavailable` (the run stops; the item is never
 silently left out), anything else a :class:`~payesh.errors.SourceError` that names the
 file as unreadable.
 """

@@ -3,7 +3,8 @@
 A static catalog is walked once and filtered locally by collection, bbox and time; a
 STAC API is searched with pystac-client, page by page, every request retried with
 backoff on 429/5xx answers, timeouts and dropped connections (see
-:mod:`payesh.sources.http`) before one :class:`~payesh.errors.SourceError` reports it.
+:mod:`payesh.sources.stac_io` and :mod:`payesh.sources.retry`) before one
+:class:`~payesh.errors.SourceError` reports it.
 Either way the result is a list of ``pystac.Item``, sorted by time.
 """
 
@@ -84,7 +85,7 @@ class Catalog:
         The path of a ``catalog.json`` or the root URL of a STAC API.
     retry
         How requests to a STAC API are retried (unused for a static catalog); ``None``:
-        the process-wide policy (:func:`payesh.sources.http.current_policy`).
+        the process-wide policy (:func:`payesh.sources.retry.current_policy`).
     page_size
         Items per page of an API search (the ``limit`` sent; the server may give fewer).
     """
