@@ -1,188 +1,49 @@
-"""Orchestration: render every scene, write the catalog, manifest, permits, consumption, truth."""
+"""Orchestration: render every scene, write the catalog, manifest, permits, consumption, truth.
+
+The scenes are rendered by :mod:`payesh.synthetic.serial` (this process) or
+:mod:`payesh.synthetic.parallel` (worker processes); the side files and the spec check
+are in :mod:`payesh.synthetic.cityfiles`, whose names are re-exported here.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-import re
 import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pystac
 import yaml
-from pyproj import Transformer
 
-from ..errors import PayeshError
-from .cog import write_cog
-from .grid import DemoSpec, GeneratedCity, PixelGrid, city_grids, rng_for
-from .parallel import S2_10M, S2_FILES, SceneJob, run_jobs
-from .scenario import Scenario, month_end
+from .cityfiles import MWH_PER_M2, DemoSpecError, consumption, permits_geojson, validate
+from .grid import DemoSpec, GeneratedCity, city_grids
+from .parallel import SceneJob, run_jobs
+from .scenario import month_end
 from .scene import build_scenario
-from .sensors import ViirsRenderer, render_landsat, render_s2
 from .sentinel2 import mgrs_tile, s2_item
+from .serial import serial_jobs
 from .stac import collection, landsat_item, viirs_item
 from .truth import write_truth
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "MWH_PER_M2",
+    "WRS_PATH_ROW",
+    "DemoSpecError",
+    "Progress",
+    "consumption",
+    "generate_city",
+]
 
 Progress = Callable[[str, int, int], None]
 
 #: WRS-2 path/row of the Khoy area (a plausible scene of the Landsat reference grid).
 WRS_PATH_ROW = ("168", "033")
-#: Reported electricity per square metre of lit built-up footprint (MWh per month).
-MWH_PER_M2 = 0.009
 
 #: The default demo: 4 km around Khoy, 2025.
 DEFAULT_SPEC = DemoSpec()
-_NAME = re.compile(r"^[a-z0-9_-]+$")
-
-
-class DemoSpecError(PayeshError, ValueError):
-    """A :class:`DemoSpec` that cannot be generated (the message names the field)."""
-
-
-def _validate(spec: DemoSpec) -> None:
-    for key in ("start", "end"):
-        value = getattr(spec, key)
-        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(value)):
-            raise DemoSpecError(f"DemoSpec.{key} must be a month YYYY-MM, got {value!r}")
-    if spec.end < spec.start:
-        raise DemoSpecError(f"DemoSpec.end {spec.end!r} is before DemoSpec.start {spec.start!r}")
-    if not _NAME.match(spec.name):
-        raise DemoSpecError(f"DemoSpec.name {spec.name!r} must match [a-z0-9_-]+")
-    if spec.resolution != 10:
-        raise DemoSpecError(
-            f"DemoSpec.resolution must be 10 (the Sentinel-2 grid), got {spec.resolution}"
-        )
-    if spec.tile_size % 20 or spec.tile_size <= 0:
-        raise DemoSpecError(
-            f"DemoSpec.tile_size must be a positive multiple of 20 m, got {spec.tile_size}"
-        )
-    if spec.size_km <= 0 or spec.s2_revisit_days <= 0 or spec.landsat_revisit_days <= 0:
-        raise DemoSpecError("DemoSpec.size_km and the revisit intervals must be positive")
-
-
-def _season(month: dt.date) -> float:
-    """Relative demand: winter heating (January) and summer cooling (July) peaks."""
-    doy = (month + dt.timedelta(days=14)).timetuple().tm_yday
-    winter = max(0.0, math.cos(2 * math.pi * (doy - 15) / 365.0))
-    summer = max(0.0, math.cos(2 * math.pi * (doy - 200) / 365.0))
-    return 1.0 + 0.22 * winter + 0.28 * summer
-
-
-def consumption(sc: Scenario) -> list[tuple[str, float]]:
-    """Reported electricity ``(YYYY-MM, MWh)``: lit built-up area x seasonality, no hidden load."""
-    rng = rng_for(sc.spec.seed, "consumption")
-    r0, c0 = sc.grids.city_offset
-    n = sc.grids.city.shape[0]
-    out = []
-    for m in sc.months:
-        lit = sc.lights_at(m + dt.timedelta(days=14))[r0 : r0 + n, c0 : c0 + n]
-        area = float(lit.sum()) * 100.0
-        mwh = area * MWH_PER_M2 * _season(m) * (1.0 + 0.015 * rng.standard_normal())
-        out.append((m.strftime("%Y-%m"), round(mwh, 1)))
-    return out
-
-
-def _permits_geojson(sc: Scenario) -> str:
-    to_ll = Transformer.from_crs(sc.grids.city.crs, "EPSG:4326", always_xy=True)
-    feats = []
-    for p in sc.permits:
-        left, bottom, right, top = p.bounds
-        xs, ys = to_ll.transform(
-            [left, right, right, left, left], [bottom, bottom, top, top, bottom]
-        )
-        ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(xs, ys, strict=True)]
-        feats.append(
-            {
-                "type": "Feature",
-                "properties": {"permit_id": p.permit_id, "issued": p.issued.isoformat()},
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-            }
-        )
-    doc = {
-        "type": "FeatureCollection",
-        "name": f"{sc.spec.name}_permits",
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
-        "features": feats,
-    }
-    return json.dumps(doc, indent=1) + "\n"
-
-
-class _Writer:
-    """Writes one scene's COGs in background threads while the next scene renders.
-
-    At most one scene waits to be written, so memory stays at about two scenes.
-    """
-
-    def __init__(self, spec: DemoSpec) -> None:
-        self.spec = spec
-        self.pool = ThreadPoolExecutor(max_workers=2)
-        self.pending: list[Future[None]] = []
-
-    def submit(self, files: list[tuple[Path, np.ndarray, PixelGrid, float | None]]) -> None:
-        self.wait()
-        self.pending = [
-            self.pool.submit(write_cog, path, data, grid, nodata=nodata, spec=self.spec)
-            for path, data, grid, nodata in files
-        ]
-
-    def wait(self) -> None:
-        for f in self.pending:
-            f.result()
-        self.pending = []
-
-    def close(self) -> None:
-        self.wait()
-        self.pool.shutdown()
-
-
-def _serial_jobs(sc: Scenario, jobs: list[SceneJob]) -> Iterator[tuple[SceneJob, dict[str, float]]]:
-    """Render scenes one after the other in this process, writing each while the next renders."""
-    writer = _Writer(sc.spec)
-    grids = sc.grids
-    viirs: ViirsRenderer | None = None
-    try:
-        for job in jobs:
-            kind, i, folder_name, item_id = job
-            folder = Path(folder_name)
-            if kind == "s2":
-                scene = render_s2(sc, i)
-                writer.submit(
-                    [
-                        (
-                            folder / f"{fname}.tif",
-                            scene.bands[key],
-                            grids.s2_10 if key in S2_10M else grids.s2_20,
-                            0,
-                        )
-                        for key, fname in S2_FILES
-                    ]
-                )
-                yield job, scene.stats
-            elif kind == "landsat":
-                ls = render_landsat(sc, i)
-                writer.submit(
-                    [
-                        (folder / f"{item_id}_ST_B10.TIF", ls.lwir11, grids.landsat, 0),
-                        (folder / f"{item_id}_QA_PIXEL.TIF", ls.qa_pixel, grids.landsat, 1),
-                    ]
-                )
-                yield job, {"cloud_cover": ls.cloud_cover}
-            else:
-                writer.wait()
-                viirs = viirs or ViirsRenderer(sc)
-                vm = viirs.render(i)
-                write_cog(
-                    folder / "radiance.tif", vm.radiance, grids.viirs, nodata=None, spec=sc.spec
-                )
-                write_cog(folder / "cf_cvg.tif", vm.cf_cvg, grids.viirs, nodata=None, spec=sc.spec)
-                yield job, {"missing_fraction": round(float((vm.cf_cvg == 0).mean()), 4)}
-    finally:
-        writer.close()
 
 
 def generate_city(
@@ -224,7 +85,7 @@ def generate_city(
         With ``workers > 1``, when a worker process cannot start (see
         :func:`payesh.synthetic.parallel.check_workers_start`).
     """
-    _validate(spec)
+    validate(spec)
     if workers < 1:
         raise DemoSpecError(f"generate_city workers must be >= 1, got {workers}")
     root = Path(out_dir).resolve()
@@ -313,7 +174,7 @@ def generate_city(
         for i, m in enumerate(sc.months)
     ]
     jobs = [*s2_jobs, *ls_jobs, *vi_jobs]
-    scenes = run_jobs(sc, jobs, workers=workers) if workers > 1 else _serial_jobs(sc, jobs)
+    scenes = run_jobs(sc, jobs, workers=workers) if workers > 1 else serial_jobs(sc, jobs)
 
     s2_meta: list[dict[str, Any]] = []
     ls_meta: list[dict[str, Any]] = []
@@ -402,7 +263,7 @@ def generate_city(
     manifest_path = root / "cities" / f"{spec.name}.yaml"
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     permits_path = root / "permits" / f"{spec.name}.geojson"
-    permits_path.write_text(_permits_geojson(sc))
+    permits_path.write_text(permits_geojson(sc))
     rows = consumption(sc)
     cons_path = root / "consumption" / f"{spec.name}.csv"
     cons_path.write_text("month,mwh\n" + "".join(f"{m},{v:.1f}\n" for m, v in rows))
