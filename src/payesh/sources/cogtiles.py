@@ -43,10 +43,9 @@ from typing import Any
 import deflate
 import numpy as np
 from numba import njit
-from pystac_client.exceptions import APIError
 
 from payesh.errors import SourceError
-from payesh.sources.http import RetriesExhausted, SourceUnavailable, current_policy, get_range
+from payesh.sources.tilefiles import HttpFile, LocalFile
 
 __all__ = ["HttpFile", "LocalFile", "TileSource", "tile_source"]
 
@@ -83,53 +82,6 @@ _GDAL_FETCH_OPTIONS = frozenset(
         "AWS_REQUEST_PAYER",
     }
 )
-
-
-class LocalFile:
-    """A local file's bytes, by ``pread``."""
-
-    remote = False
-    attempts = 1
-
-    def __init__(self, path: str) -> None:
-        self.label = path
-
-    def read(self, offset: int, size: int) -> bytes:
-        fd = os.open(self.label, os.O_RDONLY)
-        try:
-            return os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
-
-    def little_endian(self) -> bool:
-        with open(self.label, "rb") as f:
-            return f.read(2) == b"II"
-
-
-class HttpFile:
-    """A file over http(s), by range requests under the process's retry policy.
-
-    ``where`` names it in errors (``item 'x' asset 'red' (url)``, no query); its byte
-    order is asked for on ``pool`` as it is made, beside the first tiles' fetches.
-    """
-
-    remote = True
-
-    def __init__(self, url: str, where: str, pool: Executor) -> None:
-        self.url, self.label = url, where
-        self.attempts = current_policy().attempts
-        self._order: Future[bytes] = pool.submit(self.read, 0, 2)
-
-    def read(self, offset: int, size: int) -> bytes:
-        try:
-            return get_range(self.url, offset, size)
-        except RetriesExhausted as err:
-            raise SourceUnavailable(f"{self.label}: {err}") from err
-        except APIError as err:
-            raise SourceError(f"{self.label}: cannot be read: {err}") from err
-
-    def little_endian(self) -> bool:
-        return self._order.result() == b"II"
 
 
 @njit(nogil=True, cache=True)
