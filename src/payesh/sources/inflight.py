@@ -12,9 +12,11 @@ with 64), and lowering the number for a provider that limits concurrent requests
 bound them. With the cap the 6 km year at 100 ms a request took 14.4 and 15.3 s, against
 16.5 s without it (old and new code in turn; 64 and 91 requests at once).
 
-A slot is taken around the request itself (one attempt: not during a retry's wait) and
-never while waiting for another thread's work, so that slots cannot all be held by
-threads waiting for each other; a thread already in a slot does not take a second one.
+A slot is taken around one attempt of a request (a range fetch's retries wait outside
+it), or of a file's check (its checksum download, opening and last block, whose own
+retries and GDAL's then wait inside the slot, one request at a time), and never while
+waiting for another thread's work, so that slots cannot all be held by threads waiting
+for each other; a thread already in a slot does not take a second one.
 STAC API searches and LAADS DAAC downloads are not imagery reads: they are not counted.
 """
 
