@@ -103,11 +103,19 @@ def classify_stack(frame: FrameType | None) -> str:
     return "other"
 
 
+def _idle(seen: tuple[str, str]) -> bool:
+    """Whether a thread seen as (stage, innermost frame) was waiting: in a wait, or a
+    pool's worker between jobs (its queue's get is C code: the worker's own frame shows)."""
+    return seen[0] == "wait" or seen[1] == "futures/thread.py:_worker"
+
+
 class StageSampler:
     """Context manager: ``with StageSampler() as s: ...; s.report()``.
 
     Every ``interval`` seconds, each Python thread's CPU time since the last look
-    (``pthread_getcpuclockid``) is filed under the stage of its stack now. CPU time of
+    (``pthread_getcpuclockid``) is filed under the stage of its stack now, or, when it is
+    idle now (a wait, a pool worker between jobs) and was busy at the last look, under
+    the stage it was busy in (the end of a job that finished in between). CPU time of
     threads Python does not know (GDAL's, OpenMP's) is the process's CPU time less the
     Python threads': reported as ``native threads``.
     """
@@ -119,6 +127,7 @@ class StageSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stage-sampler", daemon=True)
         self._last: dict[int, float] = {}
+        self._seen: dict[int, tuple[str, str]] = {}  # (stage, innermost frame) at the last look
         self.wall = 0.0
 
     @staticmethod
@@ -141,10 +150,15 @@ class StageSampler:
             if delta <= 0:
                 continue
             seen += delta
-            stage = classify_stack(frame)
-            self.cpu[stage] += delta
             c = frame.f_code
-            self.frames[(stage, f"{'/'.join(c.co_filename.split('/')[-2:])}:{c.co_name}")] += delta
+            now = (classify_stack(frame), f"{'/'.join(c.co_filename.split('/')[-2:])}:{c.co_name}")
+            before = self._seen.get(ident)
+            self._seen[ident] = now
+            # idle now, busy at the last look: the CPU went to the job it was running then
+            # (a pool job that ended between two looks), not to the wait it sits in now
+            filed = before if _idle(now) and before is not None and not _idle(before) else now
+            self.cpu[filed[0]] += delta
+            self.frames[filed] += delta
         return seen
 
     def _run(self) -> None:

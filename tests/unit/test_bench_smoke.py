@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,27 @@ def test_sampler_files_cpu_under_the_right_stage() -> None:
     cpu = s.report()["cpu_seconds"]
     assert cpu.get("mask", 0.0) > 0.25
     assert cpu.get("mask", 0.0) > 3 * sum(v for k, v in cpu.items() if k != "mask")
+
+
+def test_sampler_files_the_end_of_a_pool_job_under_its_stage() -> None:
+    """A pool job that ends between two looks: the CPU of its end is the job's stage's,
+    not the idle worker's the next look finds (pool threads run short jobs)."""
+
+    def masking_job() -> None:
+        _spin(0.035)
+
+    fake: Any = type(masking_job)(
+        masking_job.__code__.replace(co_filename="/x/payesh/masking.py"),
+        masking_job.__globals__,
+    )
+    with ThreadPoolExecutor(1) as pool, sampler.StageSampler(interval=0.02) as s:
+        for _ in range(12):
+            pool.submit(fake).result()
+            time.sleep(0.03)  # the worker idle between jobs
+    cpu = s.report()["cpu_seconds"]
+    assert cpu.get("mask", 0.0) > 0.3
+    idle = cpu.get("other", 0.0) + cpu.get("wait", 0.0)
+    assert idle < 0.1 * cpu["mask"], cpu
 
 
 def _filesystem_of(path: Path) -> str:
