@@ -49,7 +49,15 @@ from payesh.parallel import (
 )
 from payesh.sources.citygrid import AssetGrid, ItemPlan, close_plans, read_raw
 from payesh.sources.opening import open_ahead, open_month, plan_aligned
-from payesh.sources.placing import Conversion, place_first, place_missing
+from payesh.sources.placing import (
+    DN_MISSING,
+    Conversion,
+    dn_conversions,
+    place_first,
+    place_first_dn,
+    place_missing,
+    place_missing_dn,
+)
 from payesh.sources.prefetch import Prefetch
 from payesh.sources.profiles import S2_SATURATED_DN
 
@@ -147,10 +155,20 @@ def _block_cache_bytes(plans: Sequence[ItemPlan], blocks: Sequence[tuple[slice, 
     return int(total * CACHE_MARGIN)
 
 
-def _median_into(out: np.ndarray, stack: np.ndarray, clear: np.ndarray, rows: slice) -> None:
-    """``out[rows]`` = median over time of the clear values of ``stack`` at ``rows``."""
+def _median_into(
+    out: np.ndarray,
+    stack: np.ndarray,
+    clear: np.ndarray,
+    rows: slice,
+    dn: tuple[np.float32, np.float32] | None = None,
+) -> None:
+    """``out[rows]`` = median over time of the clear values of ``stack`` at ``rows``;
+    ``dn``: ``stack`` holds DN, converted with this (scale, offset)."""
     t0 = time.perf_counter()
-    nanops.median_clear_rows(stack, clear, out, rows)
+    if dn is None:
+        nanops.median_clear_rows(stack, clear, out, rows)
+    else:
+        nanops.median_clear_dn_rows(stack, clear, out, rows, *dn)
     _add_time("composite", t0)
 
 
@@ -190,6 +208,8 @@ def read_s2_month_aligned(
     times = sorted({p.time for p in plans})
     groups = [[p for p in plans if p.time == t] for t in times]  # fused in item order
     comp = {b: np.empty((ny, nx), dtype="float32") for b in bands}  # every block fills its part
+    # one scale and offset a band: stacks of DN (half the bytes), converted at the medians
+    dn = dn_conversions(plans, bands)
     clear_count = np.zeros((ny, nx), dtype="int16")
     obs_count = np.zeros((ny, nx), dtype="int16")
     saturated = np.float32(S2_SATURATED_DN)
@@ -216,13 +236,14 @@ def read_s2_month_aligned(
                 np.float32(offset),
                 band != "scl",
             )
+            in_dn = out.dtype == np.uint16
             if first:  # writes all of out
-                place_first(*raw, out, conv)
+                (place_first_dn if in_dn else place_first)(*raw, out, conv)
                 first = False
             else:  # fusing: only the pixels still missing
-                place_missing(*raw, out, conv)
+                (place_missing_dn if in_dn else place_missing)(*raw, out, conv)
         if first:  # no item of the time step covers this block
-            out.fill(np.nan)
+            out.fill(DN_MISSING if out.dtype == np.uint16 else np.nan)
         _add_time("read", t0)
 
     def fill_scl(
@@ -250,7 +271,7 @@ def read_s2_month_aligned(
         for r, c in blocks
     )
     buffers = [
-        {b: np.empty(n_t * own_px, dtype="float32") for b in bands}
+        {b: np.empty(n_t * own_px, dtype="uint16" if dn else "float32") for b in bands}
         | {"scl": np.empty(n_t * halo_px, dtype="float32")}
         for _ in range(min(2, len(blocks)))
     ]
@@ -292,7 +313,8 @@ def read_s2_month_aligned(
             t0 = time.perf_counter()
             inner = (slice(rs.start - r_lo, rs.stop - r_lo), slice(cs.start - c_lo, cs.stop - c_lo))
             clear = np.stack([~bad[inner] for bad, _ in masks])
-            clear &= ~np.isnan(stacks[bands[0]])
+            first_band = stacks[bands[0]]
+            clear &= (first_band != DN_MISSING) if dn else ~np.isnan(first_band)
             # counted in int16, the counts' dtype (summing bools in int64 took 4 times as long)
             clear_count[rs, cs] = clear.sum(axis=0, dtype=np.int16)
             obs_count[rs, cs] = np.stack([obs[inner] for _, obs in masks]).sum(
@@ -308,6 +330,7 @@ def read_s2_month_aligned(
                     stacks[band],
                     clear,
                     slice(r, min(h, r + step)),
+                    dn[band] if dn else None,
                 )
                 for band in bands
                 for r in range(0, h, step)
