@@ -69,6 +69,22 @@ def nanmax(a: np.ndarray, axis: Axis) -> np.ndarray:
     return _finish(np.nanmax(filled, axis=axis), empty, axis)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _sort_columns(buf: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Sort each column of ``buf`` (time, x) in place: an odd-even transposition sort
+    along time (``t_len`` rounds of compare-exchange of neighbours, which sorts any
+    sequence of ``t_len``), each step one branch-free pass over the row that the
+    compiler turns into vector min/max."""
+    t_len, nx = buf.shape
+    for r in range(t_len):
+        for i in range(r % 2, t_len - 1, 2):
+            for x in range(nx):
+                a = buf[i, x]
+                b = buf[i + 1, x]
+                buf[i, x] = a if a < b else b
+                buf[i + 1, x] = b if a < b else a
+
+
 @njit(nogil=True, cache=True)
 def _median_clear_kernel(
     stack: np.ndarray, clear: np.ndarray, out: np.ndarray, start: int, stop: int
@@ -95,13 +111,7 @@ def _median_clear_kernel(
                 ok = clear[t, y, x] and v == v
                 buf[t, x] = v if ok else inf
                 count[x] += ok
-        for r in range(t_len):
-            for i in range(r % 2, t_len - 1, 2):
-                for x in range(nx):
-                    a = buf[i, x]
-                    b = buf[i + 1, x]
-                    buf[i, x] = a if a < b else b
-                    buf[i + 1, x] = b if a < b else a
+        _sort_columns(buf)
         for x in range(nx):
             n = count[x]
             out[y, x] = np.nan if n == 0 else (buf[(n - 1) // 2, x] + buf[n // 2, x]) / two
@@ -156,13 +166,7 @@ def _median_clear_dn_kernel(
                 ok = clear[t, y, x] and v != missing
                 buf[t, x] = v if ok else missing
                 count[x] += ok
-        for r in range(t_len):
-            for i in range(r % 2, t_len - 1, 2):
-                for x in range(nx):
-                    a = buf[i, x]
-                    b = buf[i + 1, x]
-                    buf[i, x] = a if a < b else b
-                    buf[i + 1, x] = b if a < b else a
+        _sort_columns(buf)
         for x in range(nx):
             n = count[x]
             if n == 0:

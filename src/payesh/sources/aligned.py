@@ -18,8 +18,10 @@ caller falls back to odc-stac.
 
 This module makes the month from its blocks; the files are checked and opened by
 :mod:`payesh.sources.opening`, mapped on the grid and read by
-:mod:`payesh.sources.citygrid`, placed in physical units by :mod:`payesh.sources.placing`,
-and remote tiles fetched ahead by :mod:`payesh.sources.prefetch`.
+:mod:`payesh.sources.citygrid`, placed in physical units by :mod:`payesh.sources.placing`
+(or kept in uint16 DN, converted at the medians, for a month whose items share each
+band's scale and offset: :func:`~payesh.sources.placing.dn_conversions`), and remote
+tiles fetched ahead by :mod:`payesh.sources.prefetch`.
 """
 
 from __future__ import annotations

@@ -99,6 +99,18 @@ def _value(
     return v
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _column_span(ci: np.ndarray, width: int) -> tuple[int, int]:  # pragma: no cover
+    """First and last source column the block's columns read; (width, -1) if none."""
+    c_lo, c_hi = width, -1
+    for j in range(ci.shape[0]):
+        c = ci[j]
+        if c >= 0:
+            c_lo = min(c_lo, c)
+            c_hi = max(c_hi, c)
+    return c_lo, c_hi
+
+
 @njit(nogil=True, cache=True)
 def _place_rows(
     win: np.ndarray,
@@ -115,12 +127,7 @@ def _place_rows(
     """
     ny, nx = out.shape
     nan = np.float32(np.nan)
-    c_lo, c_hi = win.shape[1], -1
-    for j in range(nx):
-        c = ci[j]
-        if c >= 0:
-            c_lo = min(c_lo, c)
-            c_hi = max(c_hi, c)
+    c_lo, c_hi = _column_span(ci, win.shape[1])
     row = np.empty(max(0, c_hi - c_lo + 1), dtype=np.float32)
     last_r, last_i = -1, -1
     for i in range(ny):
@@ -291,12 +298,7 @@ def _place_rows_dn(
     (a vectorised pass), then gathered; a row on the same source row is a copy."""
     ny, nx = out.shape
     missing = np.uint16(65535)
-    c_lo, c_hi = win.shape[1], -1
-    for j in range(nx):
-        c = ci[j]
-        if c >= 0:
-            c_lo = min(c_lo, c)
-            c_hi = max(c_hi, c)
+    c_lo, c_hi = _column_span(ci, win.shape[1])
     row = np.empty(max(0, c_hi - c_lo + 1), dtype=np.uint16)
     last_r, last_i = -1, -1
     for i in range(ny):
