@@ -48,6 +48,33 @@ def test_same_values_masks_and_counts_as_odc_stac(plan: RunPlan) -> None:
         np.testing.assert_array_equal(np.isnan(fast["red"].values), fast["clear_count"].values == 0)
 
 
+def test_a_month_whose_items_convert_differently_keeps_float_stacks(
+    plan: RunPlan, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items of one month that disagree on the offset (Earth Search marks some as
+    having had BOA_ADD_OFFSET removed already) cannot be kept in DN: the month is made
+    with float32 stacks, and it is still what the odc-stac path gives."""
+    gbox = city_geobox(plan.city)
+    month = plan.months[0]
+    items = [i.clone() for i in plan.month_items("s2", month)]
+    assert len(items) >= 2
+    items[0].properties["earthsearch:boa_offset_applied"] = True  # offset 0 for this one
+    kept_in_dn: list[bool] = []
+
+    def spy(plans: Any, bands: Any) -> Any:
+        found = placing.dn_conversions(plans, bands)
+        kept_in_dn.append(found is not None)
+        return found
+
+    monkeypatch.setattr(aligned, "dn_conversions", spy)
+    fast = s2_month(items, gbox, month, threads=2)
+    assert kept_in_dn == [False]
+    xr.testing.assert_identical(fast, _odc(items, gbox, month))
+    same = s2_month(plan.month_items("s2", month), gbox, month, threads=2)
+    assert kept_in_dn == [False, True]
+    assert not fast["red"].equals(same["red"])  # the offset changed what was read
+
+
 def test_block_edges_do_not_change_the_cloud_buffer(plan: RunPlan) -> None:
     """Small blocks (dilation across block edges, rows and columns, through the halo)
     give the same month."""

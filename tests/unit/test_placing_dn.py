@@ -38,7 +38,7 @@ def _values(dn: np.ndarray, conv: tuple) -> np.ndarray:
     return np.where(dn == DN_MISSING, np.float32(np.nan), out)
 
 
-def _window(rng: np.random.Generator, shape: tuple[int, int], conv: tuple) -> np.ndarray:
+def _window(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     win = rng.integers(1, 9000, size=shape).astype(np.uint16)
     for special in (0, 7, 3000, 60000, 60001, 65535):
         win[rng.random(shape) < 0.03] = special
@@ -51,11 +51,11 @@ def test_placed_dn_are_the_float_values(conv: tuple, kind: str) -> None:
     rng = np.random.default_rng(len(kind))
     n = 96
     if kind == "10 m":
-        win, ri, ci = _window(rng, (n, n), conv), np.arange(n), np.arange(n)
+        win, ri, ci = _window(rng, (n, n)), np.arange(n), np.arange(n)
     elif kind == "20 m":
-        win, ri, ci = _window(rng, (n // 2, n // 2), conv), np.arange(n) // 2, np.arange(n) // 2
+        win, ri, ci = _window(rng, (n // 2, n // 2)), np.arange(n) // 2, np.arange(n) // 2
     else:  # the raster ends inside the block
-        win, ri, ci = _window(rng, (n, n - 20), conv), np.arange(n), np.arange(n) - 20
+        win, ri, ci = _window(rng, (n, n - 20)), np.arange(n), np.arange(n) - 20
     as_float = np.empty((n, n), np.float32)
     as_dn = np.empty((n, n), np.uint16)
     place_first(win, ri, ci, as_float, conv)
@@ -64,7 +64,7 @@ def test_placed_dn_are_the_float_values(conv: tuple, kind: str) -> None:
     np.testing.assert_array_equal(_values(as_dn, conv), as_float)
 
     # a second item of the same time step fills what is still missing, first valid wins
-    other = _window(rng, win.shape, conv)
+    other = _window(rng, win.shape)
     place_missing(other, ri, ci, as_float, conv)
     place_missing_dn(other, ri, ci, as_dn, conv)
     np.testing.assert_array_equal(_values(as_dn, conv), as_float)
@@ -84,6 +84,15 @@ def test_dn_medians_are_the_float_medians(conv: tuple, scenes: int) -> None:
     nanops.median_clear_dn_rows(dn, clear, got, slice(0, 40), conv[3], conv[4])
     assert np.isnan(want[:3]).all() and not np.isnan(want[3:]).all()
     np.testing.assert_array_equal(got, want)
+
+
+def test_dn_placing_refuses_files_that_are_not_uint16() -> None:
+    win = np.ones((4, 4), np.int32)
+    out = np.empty((4, 4), np.uint16)
+    with pytest.raises(ValueError, match="uint16 files, not int32"):
+        place_first_dn(win, np.arange(4), np.arange(4), out, CONVERSIONS[0])
+    with pytest.raises(ValueError, match="uint16 files, not int32"):
+        place_missing_dn(win, np.arange(4), np.arange(4), out, CONVERSIONS[0])
 
 
 def test_dn_medians_refuse_a_scale_that_reverses_the_order() -> None:

@@ -235,6 +235,8 @@ def place_first_dn(
     """:func:`place_first` into a uint16 ``out`` of DN from a uint16 ``win``: the same
     pixels missing (:data:`DN_MISSING`: nodata, saturated, outside the raster), the others
     as stored."""
+    if win.dtype != np.uint16:  # a DN above 65535 or below 0 would not fit the stack
+        raise ValueError(f"DN stacks are read from uint16 files, not {win.dtype}")
     limits = _dn_limits(conv)
     ok_r, ok_c = np.flatnonzero(ri >= 0), np.flatnonzero(ci >= 0)
     if not len(ok_r) or not len(ok_c):
@@ -259,6 +261,8 @@ def place_missing_dn(
 ) -> None:
     """:func:`place_missing` for a uint16 ``out`` of DN: fill its :data:`DN_MISSING`
     pixels, the first valid value of the time step's items winning."""
+    if win.dtype != np.uint16:
+        raise ValueError(f"DN stacks are read from uint16 files, not {win.dtype}")
     _place_missing_dn(win, ri, ci, out, *_dn_limits(conv))
 
 
