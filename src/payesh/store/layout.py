@@ -222,6 +222,29 @@ def merge_months(name: str, old: xr.Dataset, new: xr.Dataset) -> xr.Dataset:
 # --------------------------------------------------------------------------- chunks and codecs
 
 
+class _Uncopied:
+    """A numpy array that Dask's ``from_array`` reads chunk by chunk as it is, without the
+    whole copy it first makes of anything with a ``copy`` method (the ``first_seen`` of a
+    24 km city: 46 MB more at the commit, when the run's memory is at its highest)."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self._values = values
+        self.shape = values.shape
+        self.dtype = values.dtype
+        self.ndim = values.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._values[key]
+
+
+def _chunks_of(values: np.ndarray, chunks: tuple[int, ...]) -> Any:
+    """``values`` as a Dask array of ``chunks`` that are views of it, not of a copy. The
+    caller does not change ``values`` while the array is read."""
+    import dask.array as da
+
+    return da.from_array(_Uncopied(values), chunks=chunks, name=False, meta=values[:0])
+
+
 def chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     """Regular chunks (one month per chunk) and the checksummed codec pipeline."""
     sizes = {d: int(n) for d, n in ds.sizes.items()}
@@ -257,7 +280,7 @@ def chunked(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
                 calendar=infer_calendar_name(valid),
                 dtype=np.dtype("int64"),
             )
-            ds[v] = raster.chunk({d: chunk[d] for d in raster.dims if sizes[d] > 0})
+            ds[v] = raster.copy(data=_chunks_of(dates, tuple(chunk[d] for d in raster.dims)))
     for v, var in ds.variables.items():
         if var.chunks is None:
             continue  # numpy: written eagerly, chunked by the encoding
