@@ -34,6 +34,7 @@ from payesh.parallel import (
     release_native_memory,
     side_months_in_flight,
     threaded_dask,
+    trimming,
     usable_cores,
 )
 from payesh.period import Period
@@ -312,8 +313,9 @@ def monitor_city(
         data = pipeline.MonthlyData.from_lists(monthly)
         # the staged months are on this machine: read by this process's threads. The
         # pixels' months are written into the run (nothing visible before its commit)
-        # while the indicators are computed: the two share the cores.
-        with threaded_dask():
+        # while the indicators are computed: the two share the cores, and malloc's free
+        # pages are given back as they go (no point between them frees both's arrays)
+        with threaded_dask(), trimming():
             with pipeline.open_commit(plan, store=store) as run:
                 with ThreadPoolTaskRunner[Any](max_workers=1) as ahead:
                     early = ahead.submit(pixel_months_task, {"run": run, "monthly": data})

@@ -11,6 +11,7 @@ import ctypes.util
 import gc
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "frozen_heap",
     "gdal_cache_at_least",
     "release_native_memory",
+    "trimming",
 ]
 
 GDAL_CACHE_MB = 16
@@ -34,6 +36,8 @@ Landsat and night-light reads use it, whose blocks are few and small. GDAL's def
 of the machine's memory) fills up with blocks never read again, and so grows with the
 city."""
 MALLOC_ARENAS = 2
+TRIM_EVERY_S = 0.25
+"""How often :func:`trimming` gives malloc's free memory back, seconds."""
 
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -129,15 +133,57 @@ def gdal_cache_at_least(nbytes: int) -> Iterator[int]:
 def release_native_memory() -> bool:
     """Give the memory malloc holds free back to the system (glibc's ``malloc_trim``).
 
-    Called between the phases of a run (after each Sentinel-2 month, before the
-    indicators): the months' freed arrays otherwise stay in malloc's arenas, counted in
-    the process's resident memory, while the next phase allocates arrays of other
-    sizes. Returns whether anything was given back (``False`` where not glibc).
+    Called between the phases of a run (after the months, between the indicators'
+    steps) and, during its end, every :data:`TRIM_EVERY_S` by :func:`trimming`: freed
+    arrays otherwise stay in malloc's arenas, counted in the process's resident memory,
+    while the next phase allocates arrays of other sizes. Returns whether anything was given back (``False`` where not glibc).
     """
     try:
         return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
+
+
+@contextmanager
+def trimming(every_s: float = TRIM_EVERY_S) -> Iterator[list[float]]:
+    """Give malloc's free memory back to the system every ``every_s`` seconds while the
+    block runs (:func:`release_native_memory`, from a thread of its own); yields the list
+    the thread appends each trim's duration (seconds) to.
+
+    For a phase whose steps run at the same time and allocate arrays of many sizes —
+    a run's end, where the pixels' months are written while the indicators read the
+    staged year — there is no point between two steps at which every step has freed its
+    arrays, so no single trim. Without it, arrays freed by one step leave their pages
+    resident in malloc's free lists, and the next step's arrays land on other free pages:
+    on a 24 km city the end of a run grew by ~310 MB while what it held grew by ~160 MB
+    (``mallinfo2``: ~250 MB free in the heap, its pages touched again one after another)
+    and its peak was the run's (benchmarks/README.md, "Memory"). A trim takes ~10 ms
+    (at most ~60 measured) on that heap; the free pages it gives back are faulted in
+    again only if reused. Nothing happens where malloc is not glibc's.
+    """
+    times: list[float] = []
+    try:
+        has_trim = hasattr(_libc(), "malloc_trim")
+    except OSError:
+        has_trim = False
+    if not has_trim:  # not glibc (macOS, musl): nothing to give back this way
+        yield times
+        return
+    stop = threading.Event()
+
+    def trim() -> None:
+        while not stop.wait(every_s):
+            start = time.perf_counter()
+            release_native_memory()
+            times.append(time.perf_counter() - start)
+
+    thread = threading.Thread(target=trim, name="payesh-trim", daemon=True)
+    thread.start()
+    try:
+        yield times
+    finally:
+        stop.set()
+        thread.join()
 
 
 _frozen_depth = 0

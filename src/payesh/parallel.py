@@ -19,6 +19,7 @@ from payesh.nativemem import (
     frozen_heap,
     gdal_cache_at_least,
     release_native_memory,
+    trimming,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "release_native_memory",
     "shared_pool",
     "side_months_in_flight",
+    "trimming",
     "usable_cores",
     "whole_along",
 ]

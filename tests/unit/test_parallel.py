@@ -126,6 +126,31 @@ print(released, round(before), round(rss()))
     assert int(before) - int(after) > 200, out.stdout  # MB given back
 
 
+def test_trimming_gives_freed_arrays_back_while_the_block_runs_and_then_stops() -> None:
+    """Freed memory goes back to the system within the block, by the trimming thread
+    alone (no trim is called here), and the thread is gone when the block ends."""
+    code = """
+import os, threading, time, numpy as np
+from payesh.parallel import trimming
+page = os.sysconf("SC_PAGE_SIZE")
+def rss(): return int(open("/proc/self/statm").read().split()[1]) * page / 2**20
+with trimming(0.05) as trims:
+    arrays = [np.ones(4000, dtype="uint8") for _ in range(100_000)]  # ~400 MB, malloc'd
+    keep = arrays[::50]  # every 50th stays: the heap cannot shrink from its top
+    before = rss()
+    del arrays
+    time.sleep(0.5)
+    after = rss()
+alive = [t.name for t in threading.enumerate() if t.name == "payesh-trim"]
+print(len(trims), round(before), round(after), len(alive))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n_trims, before, after, alive = map(int, out.stdout.split())
+    assert n_trims >= 3, out.stdout
+    assert before - after > 200, out.stdout  # MB given back
+    assert alive == 0, out.stdout
+
+
 def test_months_in_flight_one_per_four_cores_or_as_told() -> None:
     assert [parallel.months_in_flight(c) for c in (1, 2, 4, 7, 8, 12, 16, 64)] == [
         1,
