@@ -141,11 +141,18 @@ def s2_month_task(
     retry_condition_fn=retry_unless_final,
 )
 def landsat_month_task(
-    plan: RunPlan, month: pd.Timestamp, cache: str | None = None, reuse: bool = True
+    plan: RunPlan,
+    month: pd.Timestamp,
+    cache: str | None = None,
+    reuse: bool = True,
+    stage: str | None = None,
 ) -> xr.Dataset:
-    def make() -> xr.Dataset:
+    def make() -> xr.Dataset:  # staged in the cache when there is one, else in the run's
         gbox = aligned_geobox(plan.city, LANDSAT_RESOLUTION_M)
-        return landsat_month(plan.month_items("landsat", month), gbox, month).compute()
+        made = landsat_month(plan.month_items("landsat", month), gbox, month).compute()
+        if cache or stage is None:
+            return made
+        return staging.stage_whole(made, stage, f"landsat-{month:%Y-%m}")
 
     return pipeline.kept_month(plan, "landsat", month, make, cache=_path(cache), reuse=reuse)
 
@@ -254,10 +261,11 @@ def monitor_city(
         monthcache.writable(kept)  # before any month is read: one clear error
     month_params = {"cache": str(kept) if kept else None, "reuse": not force}
     # Sentinel-2 months go to local disk as they are made (payesh.staging) and are read
-    # back block by block by the indicators, the commit and the exports. Landsat and VIIRS
-    # months (small) are made alongside them, not after them: from local files one at a
-    # time, one of each beside each Sentinel-2 month; from remote ones (which wait on
-    # round trips, not on the cores) several at once, all queued at the start.
+    # back block by block by the indicators, the commit and the exports; Landsat months
+    # too, a month whole (3.7 MB at 24 km). Landsat and VIIRS months are made alongside
+    # the Sentinel-2 ones, not after them: from local files one at a time, one of each
+    # beside each Sentinel-2 month; from remote ones (which wait on round trips, not on
+    # the cores) several at once, all queued at the start.
     remote = plan.reads_remote()
     # the objects of the imports and the plan are left out of the run's full collections
     with staging.run_stage() as stage, frozen_heap():
@@ -279,6 +287,8 @@ def monitor_city(
             def submit_side(month: pd.Timestamp) -> None:
                 for key, task in others:
                     job = {"plan": plan, "month": month, **month_params}
+                    if key == "landsat":  # staged as made, like the Sentinel-2 months
+                        job["stage"] = str(stage)
                     side_futures[key].append(side.submit(task, job))
 
             monthly: dict[str, list[xr.Dataset]] = {}

@@ -40,8 +40,8 @@ def kept_month(
     """``product``'s ``month`` from the month cache (:mod:`payesh.monthcache`) when a
     month of the same key is kept there (and ``reuse``), else ``make()``, kept for the
     next run — unless an item of it was skipped as unreadable: that month is made again
-    by every run until it reads whole. Without ``cache``, ``make()``. Sentinel-2 months
-    come back lazily, as staged; Landsat and night-light months in memory.
+    by every run until it reads whole. Without ``cache``, ``make()``. Sentinel-2 and
+    Landsat months come back lazily, as staged; night-light months in memory.
     ``attrs[CACHE_ATTR]`` says which (``<key>:hit`` or ``<key>:made``), for the run to
     count and to prune by (:func:`cache_use`)."""
     if cache is None:
@@ -67,7 +67,7 @@ def kept_month(
             key = f"{key}.{uuid.uuid4().hex[:8]}"
         tile_px = tile_grid(plan.city).tile_pixels
         kept = monthcache.put(cache, plan.city, product, month, key, made, tile_pixels=tile_px)
-    if product != "s2":
+    if product == "viirs":  # a few kB a month
         kept = kept.load()
     kept.attrs[CACHE_ATTR] = f"{key}:{how}"
     return kept

@@ -153,8 +153,10 @@ def compute_indicators(
         tiles = tiles.merge(trend.ntl_trend(nt["ntl_sum"]), compat="override")
         groups["ntl"] = ntl
     if monthly.landsat is not None:
+        # staged months: a month whole per block (its city median), read once, now
+        ls = whole_along(monthly.landsat, "y", "x")
         tiles = tiles.merge(
-            lst.lst_tile_indicators(monthly.landsat["lst"], monthly.landsat["lst_count"], tg),
+            lst.lst_tile_indicators(ls["lst"], ls["lst_count"], tg).compute(),
             compat="override",  # the tile coords come from one TileGrid on both sides
         )
     model_card: dict[str, Any] = {}

@@ -183,6 +183,17 @@ def stage_dataset(ds: xr.Dataset, stage: str | os.PathLike[str], key: str, *, bl
     return path
 
 
+def stage_whole(ds: xr.Dataset, stage: str | os.PathLike[str], key: str) -> xr.Dataset:
+    """Stage ``ds`` (computed, one month) with each variable in one chunk; returned lazily.
+
+    For the months of a product whose indicators take a month whole (Landsat's LST: the
+    month's city median): a year of them held in memory grows with the city (44 MB at
+    24 km, while the Sentinel-2 months are read), one read back at a time does not.
+    """
+    side = max((int(n) for d, n in ds.sizes.items() if d in _SPATIAL), default=1)
+    return open_staged(stage_dataset(ds, stage, key, block=side))
+
+
 def _save(file: Path, values: np.ndarray, part: tuple[slice, ...] | None) -> None:
     data = values if part is None else np.ascontiguousarray(values[part])
     np.save(file, data, allow_pickle=False)

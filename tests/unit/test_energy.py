@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask
 import dask.array as dsa
 import numpy as np
@@ -247,6 +249,49 @@ def test_lst_tile_indicators_on_30m_grid() -> None:
     # in memory the pixel terms are taken a month at a time, on Dask over the whole cube:
     # each month's reductions are its own, so the same values bit for bit
     xr.testing.assert_identical(ds, lazy.compute())
+
+
+def test_lst_of_staged_months_equals_lst_of_months_in_memory(tmp_path: Path) -> None:
+    """A run stages its Landsat months as made (``staging.stage_whole``, read back lazily
+    a month whole) instead of holding the year: the same tiles, bit for bit, as from the
+    months in memory; and months kept in the month cache (blocks of 500 px) too."""
+    from payesh import staging
+    from payesh.parallel import whole_along
+    from payesh.rundata import MonthlyData
+
+    city = _city(500.0)
+    tg = tile_grid(city)
+    gbox = aligned_geobox(city, 30)
+    ny, nx = gbox.shape
+    rng = np.random.default_rng(7)
+    months = []
+    for i, t in enumerate(_months(5)):
+        lst = (15 + 3 * i + rng.normal(0, 2, (1, ny, nx))).astype("float32")
+        lst[0, rng.random((ny, nx)) < 0.3] = np.nan
+        count = np.where(np.isnan(lst), 0, rng.integers(1, 3, (1, ny, nx))).astype("int16")
+        coords = {"time": [t], "y": gbox.coords["y"].values, "x": gbox.coords["x"].values}
+        months.append(
+            xr.Dataset(
+                {"lst": (("time", "y", "x"), lst), "lst_count": (("time", "y", "x"), count)},
+                coords=coords,
+                attrs={"source_items": [f"LC-{i}"]},
+            )
+        )
+    held = MonthlyData.from_lists({"landsat": months}).landsat
+    assert held is not None and held["lst"].chunks is None
+    expected = lst_tile_indicators(held["lst"], held["lst_count"], tg)
+    staged = [staging.stage_whole(m, tmp_path, f"landsat-{i}") for i, m in enumerate(months)]
+    assert staged[0]["lst"].chunks == ((1,), (ny,), (nx,))  # a month whole
+    blocks = [  # as the month cache keeps them
+        staging.open_staged(staging.stage_dataset(m, tmp_path, f"kept-{i}", block=7))
+        for i, m in enumerate(months)
+    ]
+    for parts in (staged, blocks):
+        lazy = MonthlyData.from_lists({"landsat": parts}).landsat
+        assert lazy is not None and lazy["lst"].chunks is not None
+        whole = whole_along(lazy, "y", "x")
+        got = lst_tile_indicators(whole["lst"], whole["lst_count"], tg).compute()
+        xr.testing.assert_identical(got, expected)
 
 
 def test_tile_reduce_sum_mean_count() -> None:
