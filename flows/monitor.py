@@ -323,8 +323,9 @@ def monitor_city(
         data = pipeline.MonthlyData.from_lists(monthly)
         # the staged months are on this machine: read by this process's threads. The
         # pixels' months are written into the run (nothing visible before its commit)
-        # while the indicators are computed: the two share the cores, and malloc's free
-        # pages are given back as they go (no point between them frees both's arrays)
+        # while the indicators are computed: the two share the cores. Their freed pages
+        # go back to the system as they run (payesh.nativemem.trimming): no moment
+        # between their steps has both's arrays freed for a single trim.
         with threaded_dask(), trimming():
             with pipeline.open_commit(plan, store=store) as run:
                 with ThreadPoolTaskRunner[Any](max_workers=1) as ahead:

@@ -136,7 +136,8 @@ def release_native_memory() -> bool:
     Called between the phases of a run (after the months, between the indicators'
     steps) and, during its end, every :data:`TRIM_EVERY_S` by :func:`trimming`: freed
     arrays otherwise stay in malloc's arenas, counted in the process's resident memory,
-    while the next phase allocates arrays of other sizes. Returns whether anything was given back (``False`` where not glibc).
+    while the next phase allocates arrays of other sizes. Returns whether anything was
+    given back (``False`` where not glibc).
     """
     try:
         return bool(_libc().malloc_trim(0))
